@@ -1,0 +1,49 @@
+# TinyQwen: `make test` and `make book` set up everything they need on a fresh machine.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.tinyqwen-installed
+# Which PyTorch to install. CI pins the CPU build it finds on local disk (see .ci/run).
+TORCH_SPEC ?= torch>=2.4
+EXTRAS ?= book,test,instructor
+BOOK_FLAGS ?= -W -n --keep-going
+
+.PHONY: help install export test test-fast book book-clean lint clean
+
+help:
+	@echo "make test    set up .venv and run the test suite (executes every notebook, profile ci)"
+	@echo "make book    set up .venv, execute every notebook and build the HTML book in _build/html"
+	@echo "make export  regenerate shared/tinyqwen/ from the notebooks (nbdev)"
+	@echo "make lint    ruff on the package, tests and benchmarks"
+
+$(PY):
+	python3 -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+install: $(STAMP)
+
+export: $(STAMP)
+	cd notebooks && ../$(VENV)/bin/nbdev-export
+
+test: $(STAMP)
+	TINYQWEN_PROFILE=ci HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q -ra $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	TINYQWEN_PROFILE=ci HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q -ra -m "not notebook and not browser" $(PYTEST_ARGS)
+
+book: $(STAMP)
+	TINYQWEN_PROFILE=ci HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(VENV)/bin/jupyter-book build . $(BOOK_FLAGS)
+
+book-clean:
+	rm -rf _build
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check shared tests benchmarks
+	$(VENV)/bin/ruff format --check shared tests benchmarks
+
+clean:
+	rm -rf _build dist .pytest_cache

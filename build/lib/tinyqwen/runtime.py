@@ -1,0 +1,98 @@
+# Hand-written support module (teaches nothing): runtime profiles, seeding and device choice.
+"""Runtime profiles let one notebook run everywhere.
+
+=========  ==========================================  =======================================
+profile    chosen when                                 goal
+=========  ==========================================  =======================================
+``ci``     ``TINYQWEN_PROFILE=ci`` (tests, book build)  each notebook well under 2 min, 2 CPUs,
+                                                        offline, deterministic under a seed
+``cpu``    no CUDA device (a laptop)                   meaningful results in minutes
+``gpu``    a CUDA device is available (Colab T4 up)    full-size experiments
+=========  ==========================================  =======================================
+
+Notebooks call :func:`setup` once and size their experiments with :meth:`Runtime.pick`::
+
+    rt = setup(seed=0)
+    steps = rt.pick(ci=50, cpu=500, gpu=3000)
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+PROFILES = ("ci", "cpu", "gpu")
+PROFILE_ENV = "TINYQWEN_PROFILE"
+
+
+def in_colab() -> bool:
+    """True inside a Google Colab runtime."""
+    return "google.colab" in sys.modules
+
+
+def current_profile() -> str:
+    """The profile named by ``$TINYQWEN_PROFILE``, else ``gpu`` with CUDA and ``cpu`` without."""
+    name = os.environ.get(PROFILE_ENV, "").strip().lower()
+    if not name:
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    if name not in PROFILES:
+        raise ValueError(f"{PROFILE_ENV}={name!r} is not a profile; choose one of {PROFILES}")
+    return name
+
+
+def default_device(profile: str | None = None) -> torch.device:
+    """CUDA when the profile allows it and a GPU is present, else CPU (``ci`` is always CPU)."""
+    profile = profile or current_profile()
+    if profile != "ci" and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and PyTorch (all devices) so a run repeats exactly on CPU."""
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What a notebook needs to know about where it runs."""
+
+    profile: str
+    device: torch.device
+    seed: int
+
+    @property
+    def offline(self) -> bool:
+        """The ``ci`` profile never touches the network."""
+        return self.profile == "ci"
+
+    def pick(self, *, ci, cpu, gpu):
+        """Return the value given for the current profile, e.g. ``rt.pick(ci=64, cpu=512, gpu=4096)``."""
+        return {"ci": ci, "cpu": cpu, "gpu": gpu}[self.profile]
+
+
+def setup(seed: int = 0, *, verbose: bool = True) -> Runtime:
+    """Choose the profile and device, seed everything, and say what was chosen."""
+    profile = current_profile()
+    device = default_device(profile)
+    seed_everything(seed)
+    if profile == "ci":
+        torch.set_num_threads(min(2, os.cpu_count() or 1))
+    rt = Runtime(profile=profile, device=device, seed=seed)
+    if verbose:
+        where = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+        print(
+            f"TinyQwen runtime: profile={profile} device={device} ({where}) seed={seed} "
+            f"torch={torch.__version__}{' colab' if in_colab() else ''}"
+        )
+    return rt
