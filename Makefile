@@ -47,3 +47,10 @@ lint: $(STAMP)
 
 clean:
 	rm -rf _build dist .pytest_cache
+
+.PHONY: bench bench-quick
+bench: $(STAMP)
+	$(PY) -m benchmarks.run
+
+bench-quick: $(STAMP)
+	$(PY) -m benchmarks.run --quick
