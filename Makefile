@@ -14,6 +14,10 @@ help:
 	@echo "make book    set up .venv, execute every notebook and build the HTML book in _build/html"
 	@echo "make export  regenerate shared/tinyqwen/ from the notebooks (nbdev)"
 	@echo "make lint    ruff on the package, tests and benchmarks"
+	@echo "make student       student editions of every chapter in dist/student/"
+	@echo "make book-student  the book with solutions removed, in _build/student-src/_build/html"
+	@echo "make bench         every benchmark, results in benchmarks/results/latest.{json,md}"
+	@echo "make bench-quick   a smaller run (under 5 minutes on 2 CPU cores)"
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -48,7 +52,15 @@ lint: $(STAMP)
 clean:
 	rm -rf _build dist .pytest_cache
 
-.PHONY: bench bench-quick
+.PHONY: student book-student bench bench-quick
+student: $(STAMP)
+	$(PY) -m tinyqwen.course student notebooks/[0-9][0-9]_*.ipynb --out dist/student
+
+book-student: $(STAMP)
+	$(PY) -m tinyqwen.course stage-student-book --out _build/student-src
+	TINYQWEN_PROFILE=ci HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(VENV)/bin/jupyter-book build _build/student-src $(BOOK_FLAGS)
+	@echo "student book: _build/student-src/_build/html/index.html"
+
 bench: $(STAMP)
 	$(PY) -m benchmarks.run
 

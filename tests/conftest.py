@@ -47,6 +47,27 @@ def read_nb(path: Path):
     return nbformat.read(path, as_version=4)
 
 
+EXECUTED = ROOT / "_build" / "executed"
+_executed: dict[Path, tuple[object, float]] = {}
+
+
+def executed(path: Path):
+    """``path`` executed once per test session under the ci profile: (notebook, seconds).
+
+    The executed copy is also written to _build/executed/, where the book-in-a-browser test
+    builds the book from it instead of executing every notebook a second time.
+    """
+    from tinyqwen.course import execute
+
+    if path not in _executed:
+        nb = read_nb(path)
+        seconds = execute(nb, path.parent, timeout=300)
+        EXECUTED.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, EXECUTED / path.name)
+        _executed[path] = (nb, seconds)
+    return _executed[path]
+
+
 @pytest.fixture(scope="session")
 def root() -> Path:
     return ROOT

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tomllib
 import zipfile
+from pathlib import Path
 
 import pytest
 import yaml
@@ -85,7 +86,7 @@ def _tree(path):
 
 def test_committed_modules_equal_a_fresh_nbdev_export(tmp_path):
     """Copy notebooks + package + config, export there, and compare with the committed modules."""
-    exporter = shutil.which("nbdev-export", path=str(ROOT / ".venv" / "bin")) or shutil.which("nbdev-export")
+    exporter = shutil.which("nbdev-export", path=str(Path(sys.executable).parent)) or shutil.which("nbdev-export")
     if exporter is None:
         pytest.skip("nbdev is not installed (pip install -e .[book])")
     shutil.copy(ROOT / "pyproject.toml", tmp_path)

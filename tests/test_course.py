@@ -1,0 +1,150 @@
+"""Instructor tooling: student edition, grading, nbgrader compatibility."""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import subprocess
+
+import nbformat
+import pytest
+from conftest import NOTEBOOKS, chapter_notebooks, read_nb
+
+from tinyqwen.course import (
+    BEGIN_SOLUTION,
+    END_SOLUTION,
+    execute,
+    grade,
+    is_graded,
+    is_solution,
+    nbgrader_meta,
+    scores,
+    student_edition,
+)
+
+TEMPLATE = NOTEBOOKS / "_template.ipynb"
+ALL = [TEMPLATE, *chapter_notebooks()]
+# Executing a student edition costs a full notebook run; the template and the cheapest chapter
+# (when it exists) stand in for the rest, whose exercise cells follow the same rules.
+STUDENT_RUNS = [p for p in (TEMPLATE, NOTEBOOKS / "09_loss_functions.ipynb") if p.exists()]
+
+
+def _region(source: str, begin: str, end: str) -> list[str]:
+    lines, inside = [], False
+    for line in source.splitlines():
+        if begin in line:
+            inside = True
+        elif end in line:
+            inside = False
+        elif inside and line.strip() and not line.strip().startswith("#"):
+            lines.append(line.strip())
+    return lines
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
+def test_nbgrader_metadata_validates(path):
+    from nbgrader.nbgraderformat import MetadataValidator
+
+    MetadataValidator().validate_nb(read_nb(path))
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
+def test_student_edition_has_no_solutions_or_hidden_tests(path):
+    nb = read_nb(path)
+    student = student_edition(nb)
+    assert len(student.cells) == len(nb.cells), "the student edition must keep every cell"
+    for orig, stu in zip(nb.cells, student.cells):
+        if is_solution(orig):
+            leaked = [ln for ln in _region(orig.source, BEGIN_SOLUTION, END_SOLUTION) if ln in stu.source]
+            assert not leaked, f"{nbgrader_meta(orig)['grade_id']}: solution lines leak: {leaked}"
+            assert "raise NotImplementedError()" in stu.source
+        elif is_graded(orig):
+            hidden = _region(orig.source, "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")
+            assert not [ln for ln in hidden if ln in stu.source and ln not in _visible(orig.source)]
+            assert stu.source.strip(), "graded check cells stay in the student edition"
+        else:
+            assert stu.source == orig.source
+        if stu.cell_type == "code":
+            assert not stu.outputs and stu.execution_count is None
+
+
+def _visible(source: str) -> str:
+    head, _, rest = source.partition("### BEGIN HIDDEN TESTS")
+    return head + rest.partition("### END HIDDEN TESTS")[2]
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("path", STUDENT_RUNS, ids=lambda p: p.name)
+def test_student_edition_runs_with_failures_only_in_check_cells(path, tmp_path):
+    nb = student_edition(read_nb(path))
+    execute(nb, path.parent, allow_errors=True)
+    failed = [c for c in nb.cells if c.cell_type == "code" and any(o.output_type == "error" for o in c.outputs)]
+    assert failed, "no check cell failed: are the solutions really gone?"
+    wrong = [c.source[:80] for c in failed if not is_graded(c)]
+    assert not wrong, f"cells other than exercise checks fail in the student edition: {wrong}"
+    assert all(s["points"] == 0 for s in scores(nb))
+
+
+def test_grading_instructor_student_and_one_solved(tmp_path):
+    instructor = read_nb(TEMPLATE)
+    student = student_edition(instructor)
+    one_solved = copy.deepcopy(student)
+    first = next(i for i, c in enumerate(instructor.cells) if is_solution(c))
+    one_solved.cells[first] = copy.deepcopy(instructor.cells[first])
+    tampered = copy.deepcopy(student)
+    for cell in tampered.cells:  # a learner who "fixes" the checks gains nothing
+        if is_graded(cell):
+            cell.source = "pass"
+    for name, nb in [("instructor", instructor), ("student", student), ("one", one_solved), ("tampered", tampered)]:
+        nbformat.write(nb, tmp_path / f"{name}.ipynb")
+    # grade() restores graded cells from a source notebook of the same name
+    src = tmp_path / "src"
+    src.mkdir()
+    points = {}
+    for name in ("instructor", "student", "one", "tampered"):
+        shutil.copy(TEMPLATE, src / f"{name}.ipynb")
+        points[name] = grade(tmp_path / f"{name}.ipynb", src, timeout=60)
+    maxp = points["instructor"]["max_points"]
+    first_points = nbgrader_meta(next(c for c in instructor.cells if is_graded(c)))["points"]
+    assert points["instructor"]["points"] == maxp > 0
+    assert points["student"]["points"] == 0
+    assert points["tampered"]["points"] == 0
+    assert points["one"]["points"] == first_points
+    assert [e["points"] for e in points["one"]["exercises"]][1:] == [0] * (len(points["one"]["exercises"]) - 1)
+
+
+def test_grade_cli_writes_table_csv_and_json(tmp_path):
+    import json
+    import sys
+
+    sub = tmp_path / "_template.ipynb"
+    nbformat.write(student_edition(read_nb(TEMPLATE)), sub)
+    out = subprocess.run(
+        [sys.executable, "-m", "tinyqwen.course", "grade", str(sub), "--source", str(NOTEBOOKS),
+         "--csv", str(tmp_path / "g.csv"), "--json", str(tmp_path / "g.json")],
+        capture_output=True, text=True, check=True,
+    )
+    assert "TOTAL" in out.stdout
+    assert (tmp_path / "g.csv").read_text().startswith("notebook,grade_id,points,max_points,error")
+    assert json.loads((tmp_path / "g.json").read_text())[0]["points"] == 0
+
+
+def test_nbgrader_generate_assignment_accepts_a_chapter(tmp_path):
+    import sys
+    from pathlib import Path
+
+    exe = shutil.which("nbgrader", path=str(Path(sys.executable).parent)) or shutil.which("nbgrader")
+    if exe is None:
+        pytest.skip("nbgrader is not installed (pip install -e .[instructor])")
+    source = tmp_path / "source" / "chapter"
+    source.mkdir(parents=True)
+    shutil.copy(TEMPLATE, source / "template.ipynb")
+    subprocess.run(
+        [exe, "generate_assignment", "chapter", "--force", "--CourseDirectory.root=" + str(tmp_path),
+         "--CourseDirectory.db_url=sqlite:///" + str(tmp_path / "gradebook.db")],
+        check=True, capture_output=True, cwd=tmp_path,
+        env={**os.environ, "PATH": f"{Path(exe).parent}{os.pathsep}{os.environ.get('PATH', '')}"},
+    )
+    released = read_nb(tmp_path / "release" / "chapter" / "template.ipynb")
+    assert not any("### BEGIN SOLUTION" in c.source for c in released.cells)
