@@ -104,8 +104,13 @@ def test_committed_modules_equal_a_fresh_nbdev_export(tmp_path):
 
 def test_package_installs_as_a_wheel(tmp_path):
     """`pip install .` (not editable) ships every module in shared/tinyqwen."""
+    src = tmp_path / "src"  # build from a copy: setuptools leaves build/ in the source tree
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src)
+    shutil.copytree(ROOT / "shared", src / "shared", ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(src)],
         check=True, capture_output=True,
     )
     (wheel,) = tmp_path.glob("tinyqwen-*.whl")

@@ -1,9 +1,0 @@
-"""Build a small Qwen3-like language model from ten concepts, one chapter at a time.
-
-Modules:
-
-- `tinyqwen.course`: Course tooling: the chapter-notebook structure check.
-- `tinyqwen.runtime`: Runtime profiles let one notebook run everywhere.
-- `tinyqwen.sources`: Text sources for the course: TinyStories, a local file, or offline synthetic stories."""
-
-__version__ = "0.1.0"
