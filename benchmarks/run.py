@@ -1,8 +1,8 @@
 """Run every benchmarks/bench_*.py and write benchmarks/results/latest.{json,md}.
 
-    python -m benchmarks.run            # full (make bench)
-    python -m benchmarks.run --quick    # under 5 minutes on 2 CPU cores (make bench-quick)
-    python -m benchmarks.run --only tokenizer moe
+python -m benchmarks.run            # full (make bench)
+python -m benchmarks.run --quick    # under 5 minutes on 2 CPU cores (make bench-quick)
+python -m benchmarks.run --only tokenizer moe
 """
 
 from __future__ import annotations
@@ -58,7 +58,9 @@ def markdown(result: dict) -> str:
         rng = ""
         if r.get("ours_range"):
             rng = f" ({r['ours_range'][0]:.3g}–{r['ours_range'][1]:.3g})"
-        prng = f" ({r['peer_range'][0]:.3g}–{r['peer_range'][1]:.3g})" if r.get("peer_range") else ""
+        prng = (
+            f" ({r['peer_range'][0]:.3g}–{r['peer_range'][1]:.3g})" if r.get("peer_range") else ""
+        )
         lines.append(
             f"| {r['benchmark']} | {r['metric']} ({r['unit']}) | {r['ours_name']} | {r['peer_name']} "
             f"| {r['ours']:.4g}{rng} | {r['peer']:.4g}{prng} | {r['ratio']:.2f} |"
@@ -69,8 +71,12 @@ def markdown(result: dict) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="small sizes, under 5 minutes on 2 CPU cores")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--quick", action="store_true", help="small sizes, under 5 minutes on 2 CPU cores"
+    )
     ap.add_argument("--only", nargs="*", help="benchmark module names without the bench_ prefix")
     ap.add_argument("--out", type=Path, default=RESULTS / "latest")
     args = ap.parse_args(argv)
@@ -82,7 +88,8 @@ def main(argv=None) -> int:
         names = [n for n in names if n in args.only]
     result = {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": "python -m benchmarks.run" + (" --quick" if args.quick else "")
+        "command": "python -m benchmarks.run"
+        + (" --quick" if args.quick else "")
         + (f" --only {' '.join(args.only)}" if args.only else ""),
         "quick": args.quick,
         "machine": machine(),

@@ -23,6 +23,7 @@ from urllib.parse import unquote, urljoin, urlparse
 import nbformat
 import pytest
 import yaml
+
 from conftest import ROOT, book_repository, executed, toc_files, toc_notebooks
 
 pytestmark = pytest.mark.browser
@@ -35,7 +36,14 @@ MATHJAX_VERSION = "3.2.2"
 
 
 def _browser() -> tuple[str, str] | None:
-    binary = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+    binary = next(
+        (
+            shutil.which(b)
+            for b in ("chromium", "chromium-browser", "google-chrome")
+            if shutil.which(b)
+        ),
+        None,
+    )
     driver = shutil.which("chromedriver")
     return (binary, driver) if binary and driver else None
 
@@ -47,8 +55,11 @@ def _mathjax() -> Path:
         if npm is None:
             pytest.skip("npm is needed once to fetch MathJax for the offline browser test")
         VENDOR.mkdir(parents=True, exist_ok=True)
-        subprocess.run([npm, "pack", f"mathjax@{MATHJAX_VERSION}", "--pack-destination", str(VENDOR)],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [npm, "pack", f"mathjax@{MATHJAX_VERSION}", "--pack-destination", str(VENDOR)],
+            check=True,
+            capture_output=True,
+        )
         with tarfile.open(VENDOR / f"mathjax-{MATHJAX_VERSION}.tgz") as tar:
             members = [m for m in tar.getmembers() if m.name.startswith("package/es5/")]
             tar.extractall(VENDOR / "tmp", members=members, filter="data")
@@ -60,7 +71,9 @@ def _mathjax() -> Path:
 @pytest.fixture(scope="module")
 def built_book():
     if _browser() is None:
-        pytest.skip("no headless Chromium: install Debian's chromium and chromium-driver to run the browser test")
+        pytest.skip(
+            "no headless Chromium: install Debian's chromium and chromium-driver to run the browser test"
+        )
     pytest.importorskip("selenium", reason="pip install selenium (in the test extra)")
     mathjax = _mathjax()
     if STAGE.exists():
@@ -77,8 +90,12 @@ def built_book():
     config["sphinx"]["config"]["mathjax_path"] = "mathjax/tex-mml-chtml.js"
     (STAGE / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
     jb = Path(sys.executable).parent / "jupyter-book"
-    proc = subprocess.run([str(jb), "build", str(STAGE), "-W", "-n", "--keep-going"], capture_output=True, text=True)
-    assert proc.returncode == 0, f"the book build has warnings or errors:\n{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}"
+    proc = subprocess.run(
+        [str(jb), "build", str(STAGE), "-W", "-n", "--keep-going"], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, (
+        f"the book build has warnings or errors:\n{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}"
+    )
     shutil.copytree(mathjax, HTML / "_static" / "mathjax", dirs_exist_ok=True)
     return HTML
 
@@ -136,9 +153,18 @@ def browser(built_book):
     binary, driver_path = _browser()
     opts = webdriver.ChromeOptions()
     opts.binary_location = binary
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1280,900", "--disable-dev-shm-usage"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1280,900",
+        "--disable-dev-shm-usage",
+    ):
         opts.add_argument(flag)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(driver_path), options=opts)
@@ -180,9 +206,9 @@ def test_page_in_chromium(browser, page):
     source = (ROOT / f"{page}.md") if (ROOT / f"{page}.md").exists() else (ROOT / f"{page}.ipynb")
     if "$" in source.read_text(encoding="utf-8"):
         assert driver.execute_async_script(WAIT_FOR_MATHJAX), f"{page}: MathJax did not start"
-        assert driver.execute_script("return document.querySelectorAll('mjx-container').length") > 0, (
-            f"{page}: no math was typeset"
-        )
+        assert (
+            driver.execute_script("return document.querySelectorAll('mjx-container').length") > 0
+        ), f"{page}: no math was typeset"
         text = driver.execute_script(
             "const c = document.querySelector('main').cloneNode(true);"
             "c.querySelectorAll('pre, code, mjx-container, .highlight').forEach(e => e.remove());"
@@ -199,12 +225,22 @@ def test_page_in_chromium(browser, page):
         repo, branch = book_repository()
         owner_repo = repo.removeprefix("https://github.com/")
         colab = f"https://colab.research.google.com/github/{owner_repo}/blob/{branch}/{page}.ipynb"
-        hrefs = driver.execute_script("return [...document.querySelectorAll('a')].map(a => a.href);")
-        assert hrefs.count(colab) >= 2, f"{page}: expected the launch button and the badge to open {colab}"
+        hrefs = driver.execute_script(
+            "return [...document.querySelectorAll('a')].map(a => a.href);"
+        )
+        assert hrefs.count(colab) >= 2, (
+            f"{page}: expected the launch button and the badge to open {colab}"
+        )
         assert all(h == colab for h in hrefs if "colab.research.google.com/github" in h)
-        n_code = driver.execute_script("return document.querySelectorAll('div.cell_input pre').length")
-        n_copy = driver.execute_script("return document.querySelectorAll('div.cell_input button.copybtn').length")
-        assert n_code > 0 and n_copy == n_code, f"{page}: {n_copy} copy buttons for {n_code} code cells"
+        n_code = driver.execute_script(
+            "return document.querySelectorAll('div.cell_input pre').length"
+        )
+        n_copy = driver.execute_script(
+            "return document.querySelectorAll('div.cell_input button.copybtn').length"
+        )
+        assert n_code > 0 and n_copy == n_code, (
+            f"{page}: {n_copy} copy buttons for {n_code} code cells"
+        )
     if page in (toc_files()[0], *[f for f in toc_files() if f.startswith("notebooks/")][:1]):
         SHOTS.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(SHOTS / (page.replace("/", "_") + ".png")))

@@ -9,7 +9,6 @@ import subprocess
 
 import nbformat
 import pytest
-from conftest import NOTEBOOKS, chapter_notebooks, read_nb
 
 from tinyqwen.course import (
     BEGIN_SOLUTION,
@@ -22,6 +21,8 @@ from tinyqwen.course import (
     scores,
     student_edition,
 )
+
+from conftest import NOTEBOOKS, chapter_notebooks, read_nb
 
 TEMPLATE = NOTEBOOKS / "_template.ipynb"
 ALL = [TEMPLATE, *chapter_notebooks()]
@@ -54,9 +55,11 @@ def test_student_edition_has_no_solutions_or_hidden_tests(path):
     nb = read_nb(path)
     student = student_edition(nb)
     assert len(student.cells) == len(nb.cells), "the student edition must keep every cell"
-    for orig, stu in zip(nb.cells, student.cells):
+    for orig, stu in zip(nb.cells, student.cells, strict=True):
         if is_solution(orig):
-            leaked = [ln for ln in _region(orig.source, BEGIN_SOLUTION, END_SOLUTION) if ln in stu.source]
+            leaked = [
+                ln for ln in _region(orig.source, BEGIN_SOLUTION, END_SOLUTION) if ln in stu.source
+            ]
             assert not leaked, f"{nbgrader_meta(orig)['grade_id']}: solution lines leak: {leaked}"
             assert "raise NotImplementedError()" in stu.source
         elif is_graded(orig):
@@ -79,7 +82,11 @@ def _visible(source: str) -> str:
 def test_student_edition_runs_with_failures_only_in_check_cells(path, tmp_path):
     nb = student_edition(read_nb(path))
     execute(nb, path.parent, allow_errors=True)
-    failed = [c for c in nb.cells if c.cell_type == "code" and any(o.output_type == "error" for o in c.outputs)]
+    failed = [
+        c
+        for c in nb.cells
+        if c.cell_type == "code" and any(o.output_type == "error" for o in c.outputs)
+    ]
     assert failed, "no check cell failed: are the solutions really gone?"
     wrong = [c.source[:80] for c in failed if not is_graded(c)]
     assert not wrong, f"cells other than exercise checks fail in the student edition: {wrong}"
@@ -96,7 +103,12 @@ def test_grading_instructor_student_and_one_solved(tmp_path):
     for cell in tampered.cells:  # a learner who "fixes" the checks gains nothing
         if is_graded(cell):
             cell.source = "pass"
-    for name, nb in [("instructor", instructor), ("student", student), ("one", one_solved), ("tampered", tampered)]:
+    for name, nb in [
+        ("instructor", instructor),
+        ("student", student),
+        ("one", one_solved),
+        ("tampered", tampered),
+    ]:
         nbformat.write(nb, tmp_path / f"{name}.ipynb")
     # grade() restores graded cells from a source notebook of the same name
     src = tmp_path / "src"
@@ -111,7 +123,9 @@ def test_grading_instructor_student_and_one_solved(tmp_path):
     assert points["student"]["points"] == 0
     assert points["tampered"]["points"] == 0
     assert points["one"]["points"] == first_points
-    assert [e["points"] for e in points["one"]["exercises"]][1:] == [0] * (len(points["one"]["exercises"]) - 1)
+    assert [e["points"] for e in points["one"]["exercises"]][1:] == [0] * (
+        len(points["one"]["exercises"]) - 1
+    )
 
 
 def test_grade_cli_writes_table_csv_and_json(tmp_path):
@@ -121,9 +135,22 @@ def test_grade_cli_writes_table_csv_and_json(tmp_path):
     sub = tmp_path / "_template.ipynb"
     nbformat.write(student_edition(read_nb(TEMPLATE)), sub)
     out = subprocess.run(
-        [sys.executable, "-m", "tinyqwen.course", "grade", str(sub), "--source", str(NOTEBOOKS),
-         "--csv", str(tmp_path / "g.csv"), "--json", str(tmp_path / "g.json")],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-m",
+            "tinyqwen.course",
+            "grade",
+            str(sub),
+            "--source",
+            str(NOTEBOOKS),
+            "--csv",
+            str(tmp_path / "g.csv"),
+            "--json",
+            str(tmp_path / "g.json"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert "TOTAL" in out.stdout
     assert (tmp_path / "g.csv").read_text().startswith("notebook,grade_id,points,max_points,error")
@@ -134,16 +161,26 @@ def test_nbgrader_generate_assignment_accepts_a_chapter(tmp_path):
     import sys
     from pathlib import Path
 
-    exe = shutil.which("nbgrader", path=str(Path(sys.executable).parent)) or shutil.which("nbgrader")
+    exe = shutil.which("nbgrader", path=str(Path(sys.executable).parent)) or shutil.which(
+        "nbgrader"
+    )
     if exe is None:
         pytest.skip("nbgrader is not installed (pip install -e .[instructor])")
     source = tmp_path / "source" / "chapter"
     source.mkdir(parents=True)
     shutil.copy(TEMPLATE, source / "template.ipynb")
     subprocess.run(
-        [exe, "generate_assignment", "chapter", "--force", "--CourseDirectory.root=" + str(tmp_path),
-         "--CourseDirectory.db_url=sqlite:///" + str(tmp_path / "gradebook.db")],
-        check=True, capture_output=True, cwd=tmp_path,
+        [
+            exe,
+            "generate_assignment",
+            "chapter",
+            "--force",
+            "--CourseDirectory.root=" + str(tmp_path),
+            "--CourseDirectory.db_url=sqlite:///" + str(tmp_path / "gradebook.db"),
+        ],
+        check=True,
+        capture_output=True,
+        cwd=tmp_path,
         env={**os.environ, "PATH": f"{Path(exe).parent}{os.pathsep}{os.environ.get('PATH', '')}"},
     )
     released = read_nb(tmp_path / "release" / "chapter" / "template.ipynb")

@@ -6,9 +6,10 @@ import json
 import os
 
 import pytest
-from conftest import ROOT, executed, toc_notebooks
 
 from tinyqwen.course import scores
+
+from conftest import ROOT, executed, toc_notebooks
 
 TIMES = ROOT / "_build" / "notebook-times.json"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import yaml
+
 from conftest import ROOT, chapter_notebooks, read_nb
 
 # Chapters whose cpu/gpu profiles train or time models, and so benefit from a GPU runtime.
@@ -20,9 +21,13 @@ def test_book_workflow_builds_and_deploys_pages_on_main():
     assert on["push"]["branches"] == ["main"]
     build, deploy = wf["jobs"]["build"], wf["jobs"]["deploy"]
     runs = " ".join(s.get("run", "") for s in build["steps"])
-    uses = [s.get("uses", "") for s in build["steps"]] + [s.get("uses", "") for s in deploy["steps"]]
+    uses = [s.get("uses", "") for s in build["steps"]] + [
+        s.get("uses", "") for s in deploy["steps"]
+    ]
     assert "make book" in runs
-    assert any(u.startswith("actions/cache") for u in uses), "the executed notebooks should be cached"
+    assert any(u.startswith("actions/cache") for u in uses), (
+        "the executed notebooks should be cached"
+    )
     assert any(u.startswith("actions/upload-pages-artifact") for u in uses)
     assert any(u.startswith("actions/deploy-pages") for u in uses)
     assert deploy["needs"] == "build" and wf["permissions"]["pages"] == "write"
@@ -39,5 +44,9 @@ def test_gpu_chapters_ask_colab_for_a_gpu():
     for path in chapter_notebooks():
         if path.name[:2] in GPU_CHAPTERS:
             meta = read_nb(path).metadata
-            assert meta.get("accelerator") == "GPU", f"{path.name}: metadata.accelerator should be 'GPU'"
-            assert meta.get("colab", {}).get("gpuType"), f"{path.name}: metadata.colab.gpuType missing"
+            assert meta.get("accelerator") == "GPU", (
+                f"{path.name}: metadata.accelerator should be 'GPU'"
+            )
+            assert meta.get("colab", {}).get("gpuType"), (
+                f"{path.name}: metadata.colab.gpuType missing"
+            )

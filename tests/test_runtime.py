@@ -48,7 +48,11 @@ def test_synthetic_stories_reuse_their_characters_and_objects():
     """Context matters: the hero's name and their object come back later in the same story."""
     for story in sources.synthetic_stories(100, seed=0):
         first, rest = story.split(". ", 1)
-        name = [w for w in first.replace(".", "").split() if w[0].isupper() and w not in ("Once", "One", "There")]
+        name = [
+            w
+            for w in first.replace(".", "").split()
+            if w[0].isupper() and w not in ("Once", "One", "There")
+        ]
         assert name and name[-1] in rest, story
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import copy
 
 import pytest
-from conftest import NOTEBOOKS, book_repository, chapter_notebooks, read_nb
 
 from tinyqwen.course import is_graded, is_solution, notebook_problems
+
+from conftest import NOTEBOOKS, book_repository, chapter_notebooks, read_nb
 
 TEMPLATE = NOTEBOOKS / "_template.ipynb"
 URL, BRANCH = book_repository()
@@ -31,8 +32,16 @@ def _template_without(predicate):
         ("summary", lambda c: c.source.startswith("## Summary"), "Summary"),
         ("setup cell", lambda c: "tinyqwen.runtime import setup" in c.source, "setup cell"),
         ("export cells", lambda c: c.source.startswith("#| export"), "'#| export'"),
-        ("a graded cell", lambda c: is_graded(c) and "ex2" in c.metadata.nbgrader.grade_id, "not followed by a graded"),
-        ("a solution cell", lambda c: is_solution(c) and "ex3" in c.metadata.nbgrader.grade_id, "at least 3"),
+        (
+            "a graded cell",
+            lambda c: is_graded(c) and "ex2" in c.metadata.nbgrader.grade_id,
+            "not followed by a graded",
+        ),
+        (
+            "a solution cell",
+            lambda c: is_solution(c) and "ex3" in c.metadata.nbgrader.grade_id,
+            "at least 3",
+        ),
         ("the figure", lambda c: "plt." in c.source, "figure"),
     ],
 )

@@ -37,7 +37,9 @@ BEGIN_SOLUTION, END_SOLUTION = "### BEGIN SOLUTION", "### END SOLUTION"
 def colab_url(repo_url: str, branch: str, notebook: str) -> str:
     """Colab's address for ``notebooks/<notebook>`` of a GitHub repository at ``branch``."""
     owner_repo = repo_url.rstrip("/").removeprefix("https://github.com/")
-    return f"https://colab.research.google.com/github/{owner_repo}/blob/{branch}/notebooks/{notebook}"
+    return (
+        f"https://colab.research.google.com/github/{owner_repo}/blob/{branch}/notebooks/{notebook}"
+    )
 
 
 def nbgrader_meta(cell) -> dict:
@@ -68,7 +70,9 @@ def notebook_problems(nb, name: str, repo_url: str, branch: str) -> list[str]:
     if not cells or cells[0].cell_type != "markdown" or not cells[0].source.startswith("# "):
         problems.append("the first cell must be Markdown starting with a '# Title'")
     elif colab_url(repo_url, branch, name) not in cells[0].source:
-        problems.append(f"the first cell must carry an Open-in-Colab badge to {colab_url(repo_url, branch, name)}")
+        problems.append(
+            f"the first cell must carry an Open-in-Colab badge to {colab_url(repo_url, branch, name)}"
+        )
 
     heads = _headings(nb)
     if not any(re.search(r"objectives", h, re.I) for _, h in heads):
@@ -85,7 +89,9 @@ def notebook_problems(nb, name: str, repo_url: str, branch: str) -> list[str]:
     if not setup:
         problems.append("no setup cell (from tinyqwen.runtime import setup; rt = setup(...))")
     elif f"git+{repo_url}@{branch}" not in setup[0].source:
-        problems.append(f"the setup cell must install 'tinyqwen @ git+{repo_url}@{branch}' in Colab")
+        problems.append(
+            f"the setup cell must install 'tinyqwen @ git+{repo_url}@{branch}' in Colab"
+        )
     if not any(c.source.startswith("#| default_exp ") for c in code):
         problems.append("no '#| default_exp <module>' cell")
     if not any(c.source.startswith("#| export") for c in code):
@@ -104,20 +110,30 @@ def notebook_problems(nb, name: str, repo_url: str, branch: str) -> list[str]:
             continue
         meta = nbgrader_meta(cell)
         if meta.get("grade") or meta.get("locked") or meta.get("schema_version") != 3:
-            problems.append(f"solution cell {meta.get('grade_id')}: must be grade=false, locked=false, schema_version=3")
+            problems.append(
+                f"solution cell {meta.get('grade_id')}: must be grade=false, locked=false, schema_version=3"
+            )
         if BEGIN_SOLUTION not in cell.source or END_SOLUTION not in cell.source:
-            problems.append(f"solution cell {meta.get('grade_id')}: missing {BEGIN_SOLUTION} / {END_SOLUTION}")
+            problems.append(
+                f"solution cell {meta.get('grade_id')}: missing {BEGIN_SOLUTION} / {END_SOLUTION}"
+            )
         nxt = code[i + 1] if i + 1 < len(code) else None
         if nxt is None or not is_graded(nxt):
-            problems.append(f"solution cell {meta.get('grade_id')} is not followed by a graded test cell")
+            problems.append(
+                f"solution cell {meta.get('grade_id')} is not followed by a graded test cell"
+            )
             continue
         g = nbgrader_meta(nxt)
         if not g.get("locked") or not g.get("points", 0) > 0 or g.get("solution"):
-            problems.append(f"graded cell {g.get('grade_id')}: must be locked, solution=false, points > 0")
+            problems.append(
+                f"graded cell {g.get('grade_id')}: must be locked, solution=false, points > 0"
+            )
             continue
         n_ok += 1
     if n_ok < MIN_EXERCISES:
-        problems.append(f"{n_ok} exercise(s) with a graded check; at least {MIN_EXERCISES} are required")
+        problems.append(
+            f"{n_ok} exercise(s) with a graded check; at least {MIN_EXERCISES} are required"
+        )
     return problems
 
 
@@ -187,7 +203,12 @@ def stage_student_book(root: Path, dest: Path) -> Path:
 # Executing and grading
 # --------------------------------------------------------------------------------------------
 
-OFFLINE_ENV = {"TINYQWEN_PROFILE": "ci", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "MPLBACKEND": "Agg"}
+OFFLINE_ENV = {
+    "TINYQWEN_PROFILE": "ci",
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "MPLBACKEND": "Agg",
+}
 
 
 def execute(nb, cwd: Path, *, timeout: int = 300, allow_errors: bool = False):
@@ -201,8 +222,12 @@ def execute(nb, cwd: Path, *, timeout: int = 300, allow_errors: bool = False):
     os.environ.update(OFFLINE_ENV)
     try:
         client = NotebookClient(
-            nb, timeout=timeout, kernel_name="python3", allow_errors=allow_errors,
-            interrupt_on_timeout=allow_errors, resources={"metadata": {"path": str(cwd)}},
+            nb,
+            timeout=timeout,
+            kernel_name="python3",
+            allow_errors=allow_errors,
+            interrupt_on_timeout=allow_errors,
+            resources={"metadata": {"path": str(cwd)}},
         )
         start = time.perf_counter()
         client.execute()
@@ -229,7 +254,9 @@ def restore_graded_cells(submission, instructor) -> int:
             seen.add(gid)
     missing = set(originals) - seen
     if missing:
-        raise ValueError(f"the submission lacks graded cells {sorted(missing)} (were they deleted?)")
+        raise ValueError(
+            f"the submission lacks graded cells {sorted(missing)} (were they deleted?)"
+        )
     return len(seen)
 
 
@@ -243,9 +270,19 @@ def scores(executed_nb) -> list[dict]:
         errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
         ran = cell.get("execution_count") is not None
         ok = ran and not errors
-        reason = "" if ok else (f"{errors[0]['ename']}: {errors[0]['evalue']}"[:200] if errors else "not run")
-        out.append({"grade_id": meta["grade_id"], "max_points": meta.get("points", 0),
-                    "points": meta.get("points", 0) if ok else 0, "error": reason})
+        reason = (
+            ""
+            if ok
+            else (f"{errors[0]['ename']}: {errors[0]['evalue']}"[:200] if errors else "not run")
+        )
+        out.append(
+            {
+                "grade_id": meta["grade_id"],
+                "max_points": meta.get("points", 0),
+                "points": meta.get("points", 0) if ok else 0,
+                "error": reason,
+            }
+        )
     return out
 
 
@@ -258,17 +295,26 @@ def grade(path: Path, source_dir: Path | None, *, timeout: int = 120) -> dict:
         restored = True
     seconds = execute(nb, path.resolve().parent, timeout=timeout, allow_errors=True)
     rows = scores(nb)
-    return {"notebook": path.name, "restored_from_source": restored, "seconds": round(seconds, 1),
-            "points": sum(r["points"] for r in rows), "max_points": sum(r["max_points"] for r in rows),
-            "exercises": rows}
+    return {
+        "notebook": path.name,
+        "restored_from_source": restored,
+        "seconds": round(seconds, 1),
+        "points": sum(r["points"] for r in rows),
+        "max_points": sum(r["max_points"] for r in rows),
+        "exercises": rows,
+    }
 
 
 def report_table(results: list[dict]) -> str:
     lines = [f"{'notebook':<34} {'exercise':<28} {'points':>9}  note"]
     for res in results:
         for r in res["exercises"]:
-            lines.append(f"{res['notebook']:<34} {r['grade_id']:<28} {r['points']:>4}/{r['max_points']:<4}  {r['error']}")
-        lines.append(f"{res['notebook']:<34} {'TOTAL':<28} {res['points']:>4}/{res['max_points']:<4}")
+            lines.append(
+                f"{res['notebook']:<34} {r['grade_id']:<28} {r['points']:>4}/{r['max_points']:<4}  {r['error']}"
+            )
+        lines.append(
+            f"{res['notebook']:<34} {'TOTAL':<28} {res['points']:>4}/{res['max_points']:<4}"
+        )
     return "\n".join(lines)
 
 
@@ -301,8 +347,12 @@ def main(argv=None) -> int:
     stb.add_argument("--out", type=Path, default=Path("_build/student-src"))
     grd = sub.add_parser("grade", help="execute and grade submissions")
     grd.add_argument("submissions", nargs="+", type=Path)
-    grd.add_argument("--source", type=Path, default=Path("notebooks"),
-                     help="instructor notebooks whose graded cells are restored (default: notebooks/)")
+    grd.add_argument(
+        "--source",
+        type=Path,
+        default=Path("notebooks"),
+        help="instructor notebooks whose graded cells are restored (default: notebooks/)",
+    )
     grd.add_argument("--timeout", type=int, default=120, help="seconds per cell")
     grd.add_argument("--csv", type=Path, help="also write points per exercise as CSV")
     grd.add_argument("--json", type=Path, help="also write the full report as JSON")
@@ -317,7 +367,9 @@ def main(argv=None) -> int:
     if args.cmd == "grade":
         source = args.source if args.source.is_dir() else None
         if source is None:
-            print(f"warning: no instructor notebooks at {args.source}; graded cells are used as submitted")
+            print(
+                f"warning: no instructor notebooks at {args.source}; graded cells are used as submitted"
+            )
         results = [grade(p, source, timeout=args.timeout) for p in args.submissions]
         print(report_table(results))
         if args.csv:

@@ -90,7 +90,11 @@ def setup(seed: int = 0, *, verbose: bool = True) -> Runtime:
         torch.set_num_threads(min(2, os.cpu_count() or 1))
     rt = Runtime(profile=profile, device=device, seed=seed)
     if verbose:
-        where = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+        where = (
+            torch.cuda.get_device_name(device)
+            if device.type == "cuda"
+            else platform.processor() or "cpu"
+        )
         print(
             f"TinyQwen runtime: profile={profile} device={device} ({where}) seed={seed} "
             f"torch={torch.__version__}{' colab' if in_colab() else ''}"

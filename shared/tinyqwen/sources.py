@@ -45,34 +45,93 @@ def hub_reachable(timeout: float = 1.5) -> bool:
 _GIRLS = "Lily Mia Sara Emma Zoe Anna Lucy Ella Maya Rosa Nina Ruby Amy Daisy Chloe Ivy".split()
 _BOYS = "Tom Ben Max Sam Leo Jack Tim Finn Noah Eli Jake Ollie Ryan Theo Adam Luke".split()
 _ANIMALS = [
-    ("cat", "Whiskers"), ("dog", "Buddy"), ("bunny", "Hop"), ("bird", "Tweety"), ("frog", "Hopper"),
-    ("duck", "Quack"), ("bear", "Teddy"), ("fox", "Rusty"), ("mouse", "Pip"), ("turtle", "Shelly"),
-    ("puppy", "Spot"), ("kitten", "Mittens"), ("owl", "Hoot"), ("pig", "Pinky"), ("lamb", "Fluffy"),
+    ("cat", "Whiskers"),
+    ("dog", "Buddy"),
+    ("bunny", "Hop"),
+    ("bird", "Tweety"),
+    ("frog", "Hopper"),
+    ("duck", "Quack"),
+    ("bear", "Teddy"),
+    ("fox", "Rusty"),
+    ("mouse", "Pip"),
+    ("turtle", "Shelly"),
+    ("puppy", "Spot"),
+    ("kitten", "Mittens"),
+    ("owl", "Hoot"),
+    ("pig", "Pinky"),
+    ("lamb", "Fluffy"),
 ]
 _COLORS = "red blue green yellow pink purple orange shiny little big soft tiny".split()
 _OBJECTS = [
-    "ball", "kite", "teddy bear", "toy car", "hat", "book", "cup", "box", "drum", "doll", "boat",
-    "balloon", "crayon", "shoe", "blanket", "truck", "flower", "shell", "key", "spoon", "train",
-    "bucket", "rock", "stick", "bell", "cake", "apple", "cookie", "sock", "map", "star", "robot",
+    "ball",
+    "kite",
+    "teddy bear",
+    "toy car",
+    "hat",
+    "book",
+    "cup",
+    "box",
+    "drum",
+    "doll",
+    "boat",
+    "balloon",
+    "crayon",
+    "shoe",
+    "blanket",
+    "truck",
+    "flower",
+    "shell",
+    "key",
+    "spoon",
+    "train",
+    "bucket",
+    "rock",
+    "stick",
+    "bell",
+    "cake",
+    "apple",
+    "cookie",
+    "sock",
+    "map",
+    "star",
+    "robot",
 ]
 _PLACES = [
-    ("park", "at the park"), ("garden", "in the garden"), ("beach", "at the beach"),
-    ("forest", "in the forest"), ("farm", "on the farm"), ("pond", "by the pond"),
-    ("kitchen", "in the kitchen"), ("yard", "in the yard"), ("school", "at school"),
-    ("hill", "on the hill"), ("river", "by the river"), ("library", "at the library"),
-    ("zoo", "at the zoo"), ("playground", "at the playground"), ("meadow", "in the meadow"),
+    ("park", "at the park"),
+    ("garden", "in the garden"),
+    ("beach", "at the beach"),
+    ("forest", "in the forest"),
+    ("farm", "on the farm"),
+    ("pond", "by the pond"),
+    ("kitchen", "in the kitchen"),
+    ("yard", "in the yard"),
+    ("school", "at school"),
+    ("hill", "on the hill"),
+    ("river", "by the river"),
+    ("library", "at the library"),
+    ("zoo", "at the zoo"),
+    ("playground", "at the playground"),
+    ("meadow", "in the meadow"),
 ]
 _FEELINGS_GOOD = "happy glad proud excited cheerful".split()
 _FEELINGS_BAD = "sad worried scared upset grumpy".split()
 _WEATHER = [
-    "The sun was bright and warm.", "It was a windy day.", "The sky was gray and it started to rain.",
-    "Snow covered the ground.", "It was a sunny morning.", "The clouds were fluffy and white.",
+    "The sun was bright and warm.",
+    "It was a windy day.",
+    "The sky was gray and it started to rain.",
+    "Snow covered the ground.",
+    "It was a sunny morning.",
+    "The clouds were fluffy and white.",
 ]
 _MORALS = [
-    "Sharing makes everyone happy.", "It is good to help your friends.",
-    "Being kind is the best thing you can do.", "Saying sorry can fix a lot.",
-    "Friends make every day better.", "Trying again is how you learn.",
-    "It is good to tell the truth.", "Being brave is not the same as not being scared.",
+    "Sharing makes everyone happy.",
+    "It is good to help your friends.",
+    "Being kind is the best thing you can do.",
+    "Saying sorry can fix a lot.",
+    "Friends make every day better.",
+    "Trying again is how you learn.",
+    "It is good to tell the truth.",
+    "Being brave is not the same as not being scared.",
 ]
 
 
@@ -98,21 +157,27 @@ class _Story:
 
     def opening(self) -> list[str]:
         r = self
-        intro = r.pick([
-            f"Once upon a time, there was a little {'girl' if r.he == 'she' else 'boy'} named {r.hero}.",
-            f"One day, a {r.pick(['kind', 'curious', 'happy', 'brave', 'shy'])} "
-            f"{'girl' if r.he == 'she' else 'boy'} named {r.hero} went to the {r.place}.",
-            f"{r.hero} was a {r.pick(['little', 'curious', 'cheerful', 'clever'])} "
-            f"{'girl' if r.he == 'she' else 'boy'} who lived near a {r.place}.",
-            f"There once was a {r.animal} named {r.pet}.",
-        ])
-        have = r.pick([
-            f"{r.hero} had a {r.color} {r.obj}. {r.he.capitalize()} loved it very much.",
-            f"{r.he.capitalize()} had a {r.color} {r.obj} that {r.he} took everywhere.",
-            f"{r.hero} liked to play with {r.his} {r.color} {r.obj} {r.at_place}.",
-        ])
+        intro = r.pick(
+            [
+                f"Once upon a time, there was a little {'girl' if r.he == 'she' else 'boy'} named {r.hero}.",
+                f"One day, a {r.pick(['kind', 'curious', 'happy', 'brave', 'shy'])} "
+                f"{'girl' if r.he == 'she' else 'boy'} named {r.hero} went to the {r.place}.",
+                f"{r.hero} was a {r.pick(['little', 'curious', 'cheerful', 'clever'])} "
+                f"{'girl' if r.he == 'she' else 'boy'} who lived near a {r.place}.",
+                f"There once was a {r.animal} named {r.pet}.",
+            ]
+        )
+        have = r.pick(
+            [
+                f"{r.hero} had a {r.color} {r.obj}. {r.he.capitalize()} loved it very much.",
+                f"{r.he.capitalize()} had a {r.color} {r.obj} that {r.he} took everywhere.",
+                f"{r.hero} liked to play with {r.his} {r.color} {r.obj} {r.at_place}.",
+            ]
+        )
         if intro.startswith("There once"):
-            have = f"{r.pet} lived with a {'girl' if r.he == 'she' else 'boy'} named {r.hero}. " + have
+            have = (
+                f"{r.pet} lived with a {'girl' if r.he == 'she' else 'boy'} named {r.hero}. " + have
+            )
         elif r.rng.random() < 0.5:
             have += f" {r.hero} also had a {r.animal} called {r.pet}."
         return [intro, have]
@@ -125,31 +190,31 @@ class _Story:
                 f"{r.he.capitalize()} looked under the bed and behind the door, but the {r.obj} was not there.",
                 f"{r.hero} felt {r.pick(_FEELINGS_BAD)}.",
                 f"Then {r.pet} the {r.animal} ran off and came back with the {r.color} {r.obj}.",
-                f"\"Thank you, {r.pet}!\" said {r.hero}.",
+                f'"Thank you, {r.pet}!" said {r.hero}.',
             ],
             lambda: [
                 f"{r.hero} met {r.friend} {r.at_place}.",
                 f"{r.friend} wanted to play with the {r.obj}, but {r.hero} did not want to share.",
                 f"{r.friend} was {r.pick(_FEELINGS_BAD)} and walked away.",
-                f"{r.hero} thought about it and said, \"{r.friend}, you can play with my {r.obj} too.\"",
+                f'{r.hero} thought about it and said, "{r.friend}, you can play with my {r.obj} too."',
                 f"{r.friend} smiled, and they played with the {r.obj} all afternoon.",
             ],
             lambda: [
                 r.pick(_WEATHER),
                 f"{r.hero} and {r.friend} went to the {r.place} to find a {r.obj2}.",
                 f"They looked and looked. At last, {r.friend} found a {r.obj2} under a tree.",
-                f"\"Look what I found!\" {r.fhe} said. {r.hero} was {r.pick(_FEELINGS_GOOD)}.",
+                f'"Look what I found!" {r.fhe} said. {r.hero} was {r.pick(_FEELINGS_GOOD)}.',
             ],
             lambda: [
                 f"{r.hero} wanted to climb the {r.pick(['big tree', 'tall hill', 'old fence', 'high wall'])}.",
-                f"{r.his.capitalize()} mom said, \"Be careful, {r.hero}!\"",
+                f'{r.his.capitalize()} mom said, "Be careful, {r.hero}!"',
                 f"{r.hero} climbed up, but {r.he} dropped {r.his} {r.obj}.",
                 f"The {r.obj} fell down and {r.pet} caught it. {r.hero} laughed.",
             ],
             lambda: [
                 f"{r.hero} saw a {r.pick(['big', 'small', 'strange', 'sparkly'])} {r.obj2} {r.at_place}.",
-                f"\"What is that?\" asked {r.hero}.",
-                f"{r.friend} said, \"It is a {r.obj2}. We can play with it together.\"",
+                f'"What is that?" asked {r.hero}.',
+                f'{r.friend} said, "It is a {r.obj2}. We can play with it together."',
                 f"So {r.hero} put {r.his} {r.obj} down and played with the {r.obj2}.",
                 f"When it was time to go home, {r.hero} picked up {r.his} {r.obj} again.",
             ],
@@ -162,7 +227,7 @@ class _Story:
                 f"{r.hero} and {r.friend} built a {r.pick(['castle', 'fort', 'tower', 'house'])} "
                 f"out of {r.pick(['blocks', 'sand', 'boxes', 'pillows'])}.",
                 f"They put the {r.color} {r.obj} on top.",
-                f"Then the wind blew and the {r.obj} fell. {r.friend} said, \"Let's build it again!\"",
+                f'Then the wind blew and the {r.obj} fell. {r.friend} said, "Let\'s build it again!"',
             ],
         ]
         picks = r.rng.sample(range(len(options)), k=r.rng.choice([1, 2, 2, 3]))
@@ -170,12 +235,14 @@ class _Story:
 
     def ending(self) -> list[str]:
         r = self
-        end = r.pick([
-            f"At the end of the day, {r.hero} went home with {r.his} {r.obj}. {r.he.capitalize()} was very {r.pick(_FEELINGS_GOOD)}.",
-            f"From that day on, {r.hero} and {r.friend} played together every day.",
-            f"{r.hero} hugged {r.pet} and went to sleep, holding the {r.color} {r.obj}.",
-            f"{r.hero} smiled. It was the best day ever.",
-        ])
+        end = r.pick(
+            [
+                f"At the end of the day, {r.hero} went home with {r.his} {r.obj}. {r.he.capitalize()} was very {r.pick(_FEELINGS_GOOD)}.",
+                f"From that day on, {r.hero} and {r.friend} played together every day.",
+                f"{r.hero} hugged {r.pet} and went to sleep, holding the {r.color} {r.obj}.",
+                f"{r.hero} smiled. It was the best day ever.",
+            ]
+        )
         out = [end]
         if r.rng.random() < 0.4:
             out.append(r.pick(_MORALS))
