@@ -1,0 +1,397 @@
+"""Chapter 7: cleaning, deduplication, the train/val split, token files and the batch sampler."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from tinyqwen.data import (
+    SEPARATOR,
+    MinHasher,
+    TokenDataset,
+    clean_text,
+    encode_documents,
+    exact_dedup,
+    get_batch,
+    jaccard,
+    near_dedup,
+    prepare_token_files,
+    read_tokens,
+    split_documents,
+    token_dtype,
+    tokenizer_hash,
+    write_json_atomic,
+    write_tokens_atomic,
+)
+from tinyqwen.sources import synthetic_stories
+from tinyqwen.tokenizer import BPETokenizer
+
+
+@pytest.fixture(scope="module")
+def stories():
+    return synthetic_stories(240, seed=7)
+
+
+@pytest.fixture(scope="module")
+def tok(stories):
+    return BPETokenizer.train(stories[:80], 400, progress=False)
+
+
+def _decode_docs(tok, path):
+    """Decode a token file and cut it at the separators: (full text, [documents])."""
+    ids = read_tokens(path)
+    text = tok.decode(ids.tolist())
+    assert text.endswith(SEPARATOR), "every document, the last one too, ends with the separator"
+    return text, text.split(SEPARATOR)[:-1]
+
+
+def _dirty(doc: str, k: int) -> str:
+    """The same document wrapped in the kinds of mess clean_text removes."""
+    variants = [
+        lambda d: (
+            "  "
+            + d.replace(". ", ".\r\n", 1)
+            + "\n\n\n\nCopyright 2024 Story Site. All rights reserved."
+        ),
+        lambda d: "Click here to subscribe!\n" + d.replace(" ", "\u00a0", 2) + "\ufeff",
+        lambda d: d + "\x07\nhttps://example.com/story",
+        lambda d: d.replace(" ", "   ", 3) + SEPARATOR,
+    ]
+    return variants[k % len(variants)](doc)
+
+
+def _expected_clean(doc: str, k: int) -> str:
+    return doc.replace(". ", ".\n", 1) if k % 4 == 0 else doc
+
+
+def test_clean_text():
+    assert (
+        clean_text("Cafe\u0301  au\u00a0lait\r\n\r\n\r\n\r\nnext\x00 line   \n")
+        == "Café au lait\n\nnext line"
+    )
+    assert (
+        clean_text("Copyright (c) 2020 Foo\nA story.\nAll rights reserved.\nRead more at our site")
+        == "A story."
+    )
+    assert clean_text(f"one{SEPARATOR}two") == "onetwo"
+    with pytest.raises(ValueError, match="bytes"):
+        clean_text(b"bytes")
+
+
+def test_round_trip_decodes_to_cleaned_documents_joined_by_separator(tmp_path, stories, tok):
+    clean = stories[:60]
+    dirty = [_dirty(d, k) for k, d in enumerate(clean)]
+    expected = [_expected_clean(d, k) for k, d in enumerate(clean)]
+    assert [clean_text(d) for d in dirty] == expected, (
+        "test premise: the planted mess is what clean_text removes"
+    )
+    meta = prepare_token_files(iter(dirty), tok, tmp_path, val_fraction=0.2, seed=3, progress=False)
+    train_idx, val_idx = split_documents(len(expected), 0.2, seed=3)
+    for name, idx in (("train.bin", train_idx), ("val.bin", val_idx)):
+        docs = [expected[i] for i in idx]
+        text, _ = _decode_docs(tok, tmp_path / name)
+        assert text == SEPARATOR.join(docs) + SEPARATOR
+        # the fast path wrote exactly the pure-Python reference encoding
+        ref = [t for d in docs for t in (*tok.encode(d, allowed_special="none"), tok.eot_id)]
+        assert read_tokens(tmp_path / name).tolist() == ref
+        assert meta["files"][name] == {
+            "tokens": len(ref),
+            "docs": len(docs),
+            "text_bytes": sum(len(d.encode()) for d in docs),
+        }
+    assert json.loads((tmp_path / "meta.json").read_text()) == meta
+    assert meta["dtype"] == "uint16" and meta["tokenizer_hash"] == tokenizer_hash(tok)
+
+
+def test_fast_and_reference_paths_write_identical_files(tmp_path, stories, tok):
+    docs = stories[:40] + ["Ünïcödé 🙂 数字 12345 — tabs\tand  spaces"]
+    fast = prepare_token_files(
+        docs, tok, tmp_path / "fast", progress=False, batch_docs=3, num_threads=3
+    )
+    slow = prepare_token_files(docs, tok, tmp_path / "slow", progress=False, fast=False)
+    assert fast == slow
+    for name in ("train.bin", "val.bin"):
+        assert (tmp_path / "fast" / name).read_bytes() == (tmp_path / "slow" / name).read_bytes()
+
+
+def test_encode_documents_refuses_a_document_that_contains_the_separator(tok):
+    with pytest.raises(ValueError, match="document 1"):
+        list(encode_documents(["fine", f"a{SEPARATOR}b"], tok, progress=False))
+    with pytest.raises(ValueError, match="batch_docs"):
+        list(encode_documents(["fine"], tok, batch_docs=0, progress=False))
+
+
+def _planted(stories):
+    """Distinct stories plus planted exact and near duplicates of some of them."""
+    base = stories[:150]
+    exact = [base[3].upper(), "  " + base[10].replace(" ", "  \n "), base[20]]
+    near = [
+        base[5].replace(" the ", " a ", 1),  # one word changed
+        base[30] + " The end.",  # a few words appended
+        base[40].replace(base[40].split()[-1], "again.", 1),
+        base[50][: len(base[50]) - 12] + "...",  # the last words cut
+    ]
+    assert all(
+        0.8 <= jaccard(n, b) < 1
+        for n, b in zip(near, [base[5], base[30], base[40], base[50]], strict=False)
+    ), [jaccard(n, b) for n, b in zip(near, [base[5], base[30], base[40], base[50]], strict=False)]
+    return base, exact, near
+
+
+def test_dedup_removes_planted_exact_and_near_duplicates_and_keeps_distinct_docs(
+    tmp_path, stories, tok
+):
+    base, exact, near = _planted(stories)
+    docs = base[:75] + exact + base[75:] + near
+    assert [docs[i] for i in exact_dedup(docs)] == base + near
+    without_exact = docs[:75] + docs[78:]
+    kept = [without_exact[i] for i in near_dedup(without_exact)]
+    assert kept == base, (
+        "near_dedup must drop exactly the planted near-duplicates and keep every distinct story"
+    )
+    meta = prepare_token_files(docs, tok, tmp_path, progress=False)
+    assert meta["removed"] == {
+        "too_short": 0,
+        "too_long": 0,
+        "exact_duplicates": len(exact),
+        "near_duplicates": len(near),
+    }
+    written = (
+        _decode_docs(tok, tmp_path / "train.bin")[1] + _decode_docs(tok, tmp_path / "val.bin")[1]
+    )
+    assert Counter(written) == Counter(base)
+
+
+def test_minhash_estimates_jaccard(stories):
+    hasher = MinHasher(num_perm=256, seed=1)
+    words = stories[0].split()
+    for cut in (0, 5, 20, 40):
+        a, b = stories[0], " ".join(words[cut:] + stories[1].split()[:cut])
+        est = float((hasher(a) == hasher(b)).mean())
+        assert abs(est - jaccard(a, b)) < 0.1, (cut, est, jaccard(a, b))
+
+
+def test_no_validation_document_appears_in_train(tmp_path, stories, tok):
+    base, exact, near = _planted(stories)
+    prepare_token_files(
+        base + exact + near, tok, tmp_path, val_fraction=0.2, seed=1, progress=False
+    )
+    train = _decode_docs(tok, tmp_path / "train.bin")[1]
+    val = _decode_docs(tok, tmp_path / "val.bin")[1]
+    assert len(val) == round(0.2 * len(base)) and len(train) + len(val) == len(base)
+    assert not set(train) & set(val)
+    hasher = MinHasher()
+    train_sigs = np.stack([hasher(d) for d in train])
+    for doc in val:  # no near-copy leaks either
+        assert (train_sigs == hasher(doc)).mean(axis=1).max() < 0.8
+
+
+def test_split_documents_is_a_seeded_partition():
+    train, val = split_documents(101, 0.1, seed=5)
+    assert sorted([*train, *val]) == list(range(101)) and len(val) == 10
+    assert np.array_equal(val, split_documents(101, 0.1, seed=5)[1])
+    assert not np.array_equal(val, split_documents(101, 0.1, seed=6)[1])
+    assert len(split_documents(3, 0.05)[1]) == 1  # small corpora still get a validation document
+    with pytest.raises(ValueError, match="val_fraction"):
+        split_documents(10, 1.0)
+
+
+def test_token_dtype_and_wide_ids(tmp_path):
+    assert token_dtype(400) == np.uint16 and token_dtype(65_536) == np.uint16
+    assert token_dtype(65_537) == np.uint32 and token_dtype(151_936) == np.uint32
+    ids = np.array([0, 65_535, 65_536, 151_935])
+    assert write_tokens_atomic(tmp_path / "x.bin", [ids], np.uint32) == 4
+    assert np.fromfile(tmp_path / "x.bin", dtype=np.uint32).tolist() == ids.tolist()
+    with pytest.raises(ValueError, match="does not fit in uint16"):
+        write_tokens_atomic(tmp_path / "y.bin", [ids], np.uint16)
+    assert not (tmp_path / "y.bin").exists() and not (tmp_path / "y.bin.tmp").exists()
+
+
+def test_an_exception_mid_write_leaves_the_old_file_and_no_partial_one(tmp_path):
+    target = tmp_path / "train.bin"
+    write_tokens_atomic(target, [np.arange(10)], np.uint16)
+
+    def chunks():
+        yield np.arange(100)
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_tokens_atomic(target, chunks(), np.uint16)
+    assert np.fromfile(target, dtype=np.uint16).tolist() == list(range(10))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.bin"]
+
+
+CRASH = textwrap.dedent("""
+    import os, signal, sys
+    from tinyqwen.data import prepare_token_files
+    from tinyqwen.sources import synthetic_stories
+    from tinyqwen.tokenizer import BPETokenizer
+
+    docs = synthetic_stories(60, seed=7)
+    tok = BPETokenizer.train(docs[:20], 300, progress=False)
+
+    class KilledMidway:  # a tiktoken encoding that kills the process on its second batch
+        def __init__(self, enc):
+            self.enc, self.calls = enc, 0
+        def __getattr__(self, name):
+            return getattr(self.enc, name)
+        def encode_to_numpy(self, *args, **kwargs):
+            self.calls += 1
+            if self.calls == 2:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return self.enc.encode_to_numpy(*args, **kwargs)
+
+    if sys.argv[2] == "crash":
+        enc = KilledMidway(tok.to_tiktoken())
+        tok.to_tiktoken = lambda: enc
+    prepare_token_files(docs, tok, sys.argv[1], batch_docs=10, progress=False)
+""")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+def test_a_killed_run_leaves_nothing_that_looks_complete(tmp_path):
+    out = tmp_path / "data"
+
+    def run(mode):
+        return subprocess.run(
+            [sys.executable, "-c", CRASH, str(out), mode], capture_output=True, text=True
+        )
+
+    assert run("ok").returncode == 0  # a complete earlier run is in the directory
+    old_meta = (out / "meta.json").read_text()
+    result = run("crash")
+    assert result.returncode == -9, result.stderr
+    names = {p.name for p in out.iterdir()}
+    assert "meta.json" not in names, (
+        "meta.json must go first, so the directory does not look complete"
+    )
+    assert "train.bin.tmp" in names, "test premise: the crash happened in the middle of train.bin"
+    with pytest.raises(ValueError, match="unfinished"):
+        read_tokens(out / "train.bin")
+    with pytest.raises(ValueError, match="unfinished"):
+        TokenDataset(out / "train.bin", 8, 2)
+    assert run("ok").returncode == 0  # running again repairs the directory
+    assert {p.name for p in out.iterdir()} == {"train.bin", "val.bin", "meta.json"}
+    assert (out / "meta.json").read_text() == old_meta
+
+
+def test_read_tokens_rejects_a_file_that_disagrees_with_meta(tmp_path, stories, tok):
+    prepare_token_files(stories[:20], tok, tmp_path, progress=False)
+    with open(tmp_path / "train.bin", "ab") as f:
+        f.write(b"\x00\x00")
+    with pytest.raises(ValueError, match="promises"):
+        read_tokens(tmp_path / "train.bin")
+
+
+def test_get_batch_targets_are_inputs_shifted_by_one():
+    tokens = np.arange(100, dtype=np.uint16) * 3
+    x, y = get_batch(tokens, [0, 10, 89], seq_len=10)
+    assert x.dtype == y.dtype == torch.int64 and x.shape == y.shape == (3, 10)
+    assert x[1].tolist() == list(range(30, 60, 3)) and y[1].tolist() == list(range(33, 63, 3))
+    assert torch.equal(x[:, 1:], y[:, :-1])
+    with pytest.raises(ValueError, match="overrun"):
+        get_batch(tokens, [90], seq_len=10)
+
+
+@pytest.fixture(scope="module")
+def token_file(tmp_path_factory, stories, tok):
+    out = tmp_path_factory.mktemp("tokens")
+    prepare_token_files(stories, tok, out, progress=False)
+    return out / "train.bin"
+
+
+@pytest.fixture()
+def arange_file(tmp_path):
+    """A token file whose token i is i, so a window tells where it starts."""
+    n = 5_000
+    write_tokens_atomic(tmp_path / "train.bin", [np.arange(n)], np.uint16)
+    write_json_atomic(
+        tmp_path / "meta.json", {"dtype": "uint16", "files": {"train.bin": {"tokens": n}}}
+    )
+    return tmp_path / "train.bin"
+
+
+def test_dataset_epoch_visits_every_window_once(arange_file):
+    ds = TokenDataset(arange_file, seq_len=32, batch_size=5, seed=0)
+    assert ds.n_windows == 4_999 // 32 == 156 and ds.batches_per_epoch == 31
+    assert ds.tokens_per_epoch == 31 * 5 * 32
+    for epoch in range(2):
+        starts = []
+        for _ in range(ds.batches_per_epoch):
+            x, y = ds.next_batch()
+            assert ds.epoch == epoch
+            assert torch.equal(y, x + 1), "targets are the inputs shifted by one token"
+            assert torch.equal(x - x[:, :1], torch.arange(32).expand(5, 32)), (
+                "windows are contiguous"
+            )
+            starts += x[:, 0].tolist()
+        assert len(set(starts)) == len(starts) == 155, "no window twice in one epoch"
+        assert all(s % 32 == 0 for s in starts)
+        if epoch == 0:
+            first = starts
+    assert starts != first, "each epoch has its own order"
+
+
+def test_dataset_is_deterministic_under_a_seed(token_file):
+    a, b, c = (TokenDataset(token_file, 16, 3, seed=s) for s in (1, 1, 2))
+    for _ in range(5):
+        xa, ya = a.next_batch()
+        xb, yb = b.next_batch()
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    assert not torch.equal(a.next_batch()[0], c.next_batch()[0])
+
+
+def test_dataset_resumes_mid_epoch_and_across_epochs(token_file):
+    ds = TokenDataset(token_file, seq_len=64, batch_size=8, seed=4)
+    n = ds.batches_per_epoch
+    for _ in range(n - 2):
+        ds.next_batch()
+    state = json.loads(json.dumps(ds.state_dict()))  # it survives a checkpoint file
+    expected = [ds.next_batch() for _ in range(5)]  # crosses into epoch 1
+    assert ds.epoch == 1
+    resumed = TokenDataset(token_file, seq_len=64, batch_size=8, seed=4)
+    resumed.load_state_dict(state)
+    for (x, y), (ex, ey) in zip((resumed.next_batch() for _ in range(5)), expected, strict=False):
+        assert torch.equal(x, ex) and torch.equal(y, ey)
+    fresh = TokenDataset(token_file, seq_len=64, batch_size=8, seed=4)
+    assert not torch.equal(fresh.next_batch()[0], expected[0][0])
+    other = TokenDataset(token_file, seq_len=32, batch_size=8, seed=4)
+    with pytest.raises(ValueError, match="seq_len"):
+        other.load_state_dict(state)
+
+
+def test_dataset_rejects_too_small_files_and_bad_sizes(token_file):
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        TokenDataset(token_file, seq_len=10_000, batch_size=1_000)
+    with pytest.raises(ValueError, match="seq_len"):
+        TokenDataset(token_file, seq_len=0, batch_size=2)
+
+
+def test_tokenizer_hash_identifies_the_tokenizer(stories, tok):
+    other = BPETokenizer.train(stories[:80], 401, progress=False)
+    assert tokenizer_hash(tok) == tokenizer_hash(
+        BPETokenizer(tok.vocab, tok.merges, tok.special_tokens, tok.pattern)
+    )
+    assert tokenizer_hash(tok) != tokenizer_hash(other)
+
+
+def test_length_filters(tmp_path, stories, tok):
+    docs = ["too short", "x" * 50_000] + stories[:10]
+    meta = prepare_token_files(docs, tok, tmp_path, min_chars=20, max_chars=20_000, progress=False)
+    assert meta["removed"]["too_short"] == 1 and meta["removed"]["too_long"] == 1
+    assert meta["files"]["train.bin"]["docs"] + meta["files"]["val.bin"]["docs"] == 10
+
+
+def test_environment_has_no_leftover_temp_files(tmp_path, stories, tok):
+    (tmp_path / "train.bin.tmp").write_bytes(b"junk from a crashed run")
+    prepare_token_files(stories[:10], tok, tmp_path, progress=False)
+    assert not list(tmp_path.glob("*.tmp"))
+    assert os.path.getsize(tmp_path / "val.bin") > 0
