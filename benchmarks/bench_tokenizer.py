@@ -16,16 +16,19 @@ import sysconfig
 import time
 
 import regex
-from tinyqwen.sources import synthetic_stories
-from tinyqwen.tokenizer import EOT, QWEN3_PATTERN, BPETokenizer
 
 from benchmarks.harness import compare, print_rows, row
+from tinyqwen.sources import synthetic_stories
+from tinyqwen.tokenizer import EOT, QWEN3_PATTERN, BPETokenizer, pretokenize
 
 _DOCSTRING = regex.compile(r'"""(.*?)"""', regex.S)
 
 
-def english_corpus(n_bytes: int) -> list[str]:
-    """At least ``n_bytes`` of English: stdlib docstrings first, then synthetic stories."""
+def english_corpus(n_bytes: int) -> tuple[list[str], int]:
+    """At least ``n_bytes`` of English: stdlib docstrings first, then synthetic stories.
+
+    Returns the documents and how many of them (the first ones) are docstrings.
+    """
     root = pathlib.Path(sysconfig.get_paths()["stdlib"])
     docs, size = [], 0
     for path in sorted(root.rglob("*.py")):
@@ -41,8 +44,8 @@ def english_corpus(n_bytes: int) -> list[str]:
                 docs.append(inspect.cleandoc(doc))  # without the code's indentation
                 size += len(docs[-1].encode()) + 1
         if size >= n_bytes:
-            return docs
-    seed = 0
+            return docs, len(docs)
+    n_docstrings, seed = len(docs), 0
     while size < n_bytes:
         for story in synthetic_stories(1000, seed=seed):
             docs.append(story)
@@ -50,7 +53,7 @@ def english_corpus(n_bytes: int) -> list[str]:
             if size >= n_bytes:
                 break
         seed += 1
-    return docs
+    return docs, n_docstrings
 
 
 def hf_train(texts: list[str], vocab_size: int):
@@ -80,10 +83,16 @@ def run(quick: bool) -> list[dict]:
     os.environ["RAYON_NUM_THREADS"] = "1"
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     n_bytes, vocab, repeats = (1_000_000, 4096, 2) if quick else (5_000_000, 8192, 3)
-    texts = english_corpus(n_bytes)
+    texts, n_docstrings = english_corpus(n_bytes)
     size = sum(len(t.encode()) for t in texts)
+    docstring_bytes = sum(len(t.encode()) for t in texts[:n_docstrings])
+    distinct = len(pretokenize(texts, QWEN3_PATTERN, [EOT]))
     name = f"tokenizer: BPE train {size / 1e6:.1f} MB, vocab {vocab}"
-    note = f"{len(texts)} docs: stdlib docstrings + synthetic stories; Qwen3 regex"
+    note = (
+        f"{len(texts)} docs: {docstring_bytes / 1e6:.1f} MB stdlib docstrings + "
+        f"{(size - docstring_bytes) / 1e6:.1f} MB synthetic stories; "
+        f"{distinct:,} distinct pre-tokens (Qwen3 regex)"
+    )
     result, cpu = {}, {"ours": [], "peer": []}
 
     def timed(key, train):
@@ -141,17 +150,26 @@ def run(quick: bool) -> list[dict]:
     )
 
     enc = tok.to_tiktoken()
+    encode_cpu = {"ours": [], "peer": []}
+
+    def cpu_timed(key, fn):
+        start = time.process_time()
+        out = fn()
+        encode_cpu[key].append(time.process_time() - start)
+        return out
 
     def python_encode():
         tok._cache.clear()  # no help from earlier runs: each run starts with an empty cache
-        return [tok.encode(t) for t in texts]
+        return cpu_timed("ours", lambda: [tok.encode(t) for t in texts])
 
     def tiktoken_encode():  # a plain loop: encode_batch(num_threads=1) adds thread-pool overhead
-        return [enc.encode(t, allowed_special="all") for t in texts]
+        return cpu_timed("peer", lambda: [enc.encode(t, allowed_special="all") for t in texts])
 
     assert python_encode() == tiktoken_encode() == ours_ids, (
         "the fast path disagrees with the reference"
     )
+    for times in encode_cpu.values():  # forget the run of the check above
+        times.clear()
     t = compare("encode", python_encode, tiktoken_encode, peer_name="x", repeats=repeats, warmup=0)
     rows.append(
         row(
@@ -166,6 +184,23 @@ def run(quick: bool) -> list[dict]:
             peer_range=(n_ours / t["peer_range"][1], n_ours / t["peer_range"][0]),
             repeats=repeats,
             note="same ids; Python caches repeated pre-tokens",
+        )
+    )
+    ours_rate = [n_ours / c for c in encode_cpu["ours"]]
+    peer_rate = [n_ours / c for c in encode_cpu["peer"]]
+    rows.append(
+        row(
+            f"tokenizer: encode {size / 1e6:.1f} MB",
+            ours_name="tinyqwen Python encode()",
+            peer_name="to_tiktoken().encode",
+            metric="cpu throughput",
+            unit="tokens/CPU s",
+            ours=statistics.median(ours_rate),
+            peer=statistics.median(peer_rate),
+            ours_range=(min(ours_rate), max(ours_rate)),
+            peer_range=(min(peer_rate), max(peer_rate)),
+            repeats=repeats,
+            note="tokens per process CPU second (one thread)",
         )
     )
     return rows

@@ -14,6 +14,8 @@ import tiktoken
 import tiktoken.load
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+
 from tinyqwen.sources import synthetic_stories
 from tinyqwen.tokenizer import (
     EOT,
@@ -27,7 +29,6 @@ from tinyqwen.tokenizer import (
     read_tiktoken_file,
     train_bpe,
 )
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 os.environ.setdefault("RAYON_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -291,6 +292,27 @@ def test_nfc_normalizer_from_tokenizer_json(tmp_path):
     decomposed = "cafe\u0301 n\u0303 A\u030a"  # combining accents compose under NFC
     assert ours.normalizer == "NFC"
     assert ours.encode(decomposed) == hf.encode(decomposed).ids == ours.encode("café ñ Å")
+
+
+@pytest.mark.parametrize("ignore_merges", [True, False])
+def test_ignore_merges_from_tokenizer_json(tmp_path, ignore_merges):
+    # "abc" is in the vocabulary but no merge makes it: only ignore_merges turns the pre-token
+    # "abc" into that one token (tiktoken's rule, used by Llama-3-style tokenizer.json files).
+    char = bytes_to_unicode()
+    vocab = {char[b]: b for b in range(256)} | {"ab": 256, "abc": 257}
+    hf = Tokenizer(models.BPE(vocab=vocab, merges=[("a", "b")], ignore_merges=ignore_merges))
+    hf.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN3_PATTERN), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    hf.save(str(tmp_path / "t.json"))
+    ours = BPETokenizer.from_hf_tokenizer_json(tmp_path / "t.json")
+    assert ours.ignore_merges is ignore_merges
+    for text in ["abc", "abc abcd", "xabc"]:
+        assert ours.encode(text) == hf.encode(text).ids, text
+    assert ours.encode("abc") == ([257] if ignore_merges else [256, ord("c")])
 
 
 def test_unsupported_tokenizer_json_is_refused(tmp_path):

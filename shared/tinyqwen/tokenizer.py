@@ -255,9 +255,10 @@ def parse_hf_tokenizer_json(spec: dict) -> dict:
         raise ValueError(f"unsupported normalizer {normalizer!r}")
     byte_of = {c: b for b, c in bytes_to_unicode().items()}
     added = {t["content"]: t["id"] for t in spec.get("added_tokens", [])}
+    added_ids = set(added.values())
     vocab = {}
     for token, i in model["vocab"].items():
-        if i in added.values():
+        if i in added_ids:  # special tokens may also be listed in the vocab; they stay special
             continue
         if any(c not in byte_of for c in token):
             raise ValueError(f"token {token!r} is not byte-level")
@@ -405,6 +406,7 @@ class BPETokenizer:
         return cls(vocab, merges, specials, pattern)
 
     def _allowed(self, allowed_special) -> frozenset:
+        """The special tokens that encode() may produce: "all", "none" or a set of them."""
         if isinstance(allowed_special, str):
             if allowed_special not in ("all", "none"):
                 raise ValueError(f"allowed_special must be 'all', 'none' or a set of special tokens, got {allowed_special!r}")
@@ -416,6 +418,7 @@ class BPETokenizer:
         return allowed
 
     def _encode_piece(self, piece: str) -> list[int]:
+        """Token ids of one pre-token, memoized (the cache is emptied when it gets large)."""
         ids = self._cache.get(piece)
         if ids is None:
             raw = piece.encode("utf-8")
