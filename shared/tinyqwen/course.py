@@ -203,12 +203,8 @@ def stage_student_book(root: Path, dest: Path) -> Path:
 # Executing and grading
 # --------------------------------------------------------------------------------------------
 
-OFFLINE_ENV = {
-    "TINYQWEN_PROFILE": "ci",
-    "HF_HUB_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "MPLBACKEND": "Agg",
-}
+# No MPLBACKEND here: the kernel's inline backend is what puts figures into executed notebooks.
+OFFLINE_ENV = {"TINYQWEN_PROFILE": "ci", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 
 def execute(nb, cwd: Path, *, timeout: int = 300, allow_errors: bool = False):
