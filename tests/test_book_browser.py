@@ -232,6 +232,10 @@ def test_page_in_chromium(browser, page):
             f"{page}: expected the launch button and the badge to open {colab}"
         )
         assert all(h == colab for h in hrefs if "colab.research.google.com/github" in h)
+        n_figures = driver.execute_script(
+            "return [...document.querySelectorAll('.cell_output img')].filter(i => i.naturalWidth > 0).length"
+        )
+        assert n_figures > 0, f"{page}: no figure rendered from the executed notebook"
         n_code = driver.execute_script(
             "return document.querySelectorAll('div.cell_input pre').length"
         )
