@@ -127,19 +127,27 @@ def run(quick: bool) -> list[dict]:
             )
         )
     repeats = 3 if quick else 5
-    rows.append(
-        compare(
-            "cross-entropy fwd+bwd time",
-            lambda: step(chunked(s["chunk"]), h, w, t),
-            lambda: step(plain_torch, h, w, t),
-            ours_name="chunked",
-            peer_name="F.cross_entropy(h @ W.T)",
-            repeats=repeats,
-            unit="ms",
-            scale=1e3,
-            note=shape,
-        )
-    )
+    threads = torch.get_num_threads()
+    # Each chunk is a series of small operations, so the chunked loss is sensitive to the cost of
+    # coordinating threads (worst on a shared machine): time it with all threads and with one.
+    for n_threads in sorted({threads, 1}, reverse=True):
+        torch.set_num_threads(n_threads)
+        try:
+            rows.append(
+                compare(
+                    "cross-entropy fwd+bwd time",
+                    lambda: step(chunked(s["chunk"]), h, w, t),
+                    lambda: step(plain_torch, h, w, t),
+                    ours_name="chunked",
+                    peer_name="F.cross_entropy(h @ W.T)",
+                    repeats=repeats,
+                    unit="ms",
+                    scale=1e3,
+                    note=f"{shape}; {n_threads} torch thread{'s' if n_threads > 1 else ''}",
+                )
+            )
+        finally:
+            torch.set_num_threads(threads)
     rows.append(
         compare(
             "cross-entropy fwd+bwd time",
@@ -150,7 +158,7 @@ def run(quick: bool) -> list[dict]:
             repeats=repeats,
             unit="ms",
             scale=1e3,
-            note=shape,
+            note=f"{shape}; {threads} torch thread{'s' if threads > 1 else ''}",
         )
     )
     return rows

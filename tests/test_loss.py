@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import zlib
 
 import pytest
 import torch
@@ -49,7 +50,8 @@ def _grad(fn, *xs):
 @pytest.mark.parametrize("ignore", [False, True])
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
 def test_cross_entropy_equals_torch(reduction, shape, ignore, label_smoothing):
-    g = torch.Generator().manual_seed(hash((reduction, shape, ignore)) % 2**31)
+    # a seed that is the same in every run (str hashes are salted per process; crc32 is not)
+    g = torch.Generator().manual_seed(zlib.crc32(repr((reduction, shape, ignore)).encode()))
     logits = 4 * torch.randn(*shape, generator=g)
     targets = torch.randint(0, shape[-1], shape[:-1], generator=g)
     if ignore:

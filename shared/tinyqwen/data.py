@@ -77,8 +77,9 @@ def shingles(text: str, n: int = 5) -> np.ndarray:
 
 class MinHasher:
     """MinHash signatures: for each of `num_perm` random hash functions h(x) = (a x + b) mod p,
-    the minimum over a document's shingles. P(two signatures agree in a slot) = Jaccard
-    similarity of the two shingle sets, so the fraction of equal slots estimates it."""
+    the minimum over a document's shingles. P(two signatures agree in a slot) is (approximately,
+    for these linear hashes) the Jaccard similarity of the two shingle sets, so the fraction of
+    equal slots estimates it."""
 
     def __init__(self, num_perm: int = 128, ngram: int = 5, seed: int = 0):
         if num_perm < 1 or ngram < 1:
@@ -222,6 +223,7 @@ def encode_documents(
 
 
 def _fsync_dir(path: Path) -> None:
+    """Flush a directory entry (a rename) to disk, where the OS supports it (not on Windows)."""
     if hasattr(os, "O_DIRECTORY"):
         fd = os.open(path, os.O_DIRECTORY)
         try:
@@ -233,8 +235,9 @@ def _fsync_dir(path: Path) -> None:
 def write_tokens_atomic(path: str | os.PathLike, chunks, dtype) -> int:
     """Stream (n,) integer arrays into the flat binary file `path` and return the token count.
 
-    Writes `path`.tmp, flushes it to disk, then renames it over `path` (atomic on POSIX and
-    Windows): a crash leaves at most a .tmp file, never a partial file under the final name.
+    Writes `path`.tmp, flushes it to disk, then renames it over `path` with os.replace (atomic
+    on POSIX): a crash leaves at most a .tmp file, never a partial file under the final name.
+    Raises ValueError, and leaves `path` untouched, if an id does not fit in `dtype`.
     """
     path, dtype = Path(path), np.dtype(dtype)
     tmp = path.with_name(path.name + ".tmp")
@@ -243,7 +246,8 @@ def write_tokens_atomic(path: str | os.PathLike, chunks, dtype) -> int:
         with open(tmp, "wb") as f:
             for chunk in chunks:
                 if len(chunk) and (chunk.min() < 0 or chunk.max() > limit):
-                    raise ValueError(f"token id {int(chunk.max())} does not fit in {dtype}")
+                    bad = int(chunk.min()) if chunk.min() < 0 else int(chunk.max())
+                    raise ValueError(f"token id {bad} does not fit in {dtype}")
                 f.write(np.asarray(chunk).astype(dtype).tobytes())
                 count += len(chunk)
             f.flush()
@@ -295,8 +299,8 @@ def prepare_token_files(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "meta.json").unlink(missing_ok=True)  # from now on the directory is "incomplete"
-    for stale in out.glob("*.tmp"):
-        stale.unlink()
+    for name in ("train.bin", "val.bin", "meta.json"):  # leftovers of a crashed run
+        (out / f"{name}.tmp").unlink(missing_ok=True)
     docs_in = 0
     cleaned, too_short, too_long = [], 0, 0
     for doc in tqdm(docs, desc="cleaning", unit="doc", disable=not progress, leave=False):
@@ -402,6 +406,7 @@ class TokenDataset:
 
     @property
     def batches_per_epoch(self) -> int:
+        """Full batches in one epoch: n_windows // batch_size (a final partial batch is dropped)."""
         return self.n_windows // self.batch_size
 
     @property
@@ -431,13 +436,14 @@ class TokenDataset:
             yield self.next_batch()
 
     def state_dict(self) -> dict:
+        """Where the sampler is (epoch, position) plus the settings a resumed run must share."""
         return {"epoch": self.epoch, "position": self.position, "seed": self.seed, "seq_len": self.seq_len,
                 "batch_size": self.batch_size, "n_tokens": len(self.tokens)}
 
     def load_state_dict(self, state: dict) -> None:
         """Resume where `state` (from state_dict) left off; the data and sizes must be the same."""
+        mine = self.state_dict()
         for key in ("seed", "seq_len", "batch_size", "n_tokens"):
-            mine = self.seed if key == "seed" else len(self.tokens) if key == "n_tokens" else getattr(self, key)
-            if state.get(key) != mine:
-                raise ValueError(f"state {key}={state.get(key)!r} does not match this dataset's {mine!r}")
+            if state.get(key) != mine[key]:
+                raise ValueError(f"state {key}={state.get(key)!r} does not match this dataset's {mine[key]!r}")
         self.epoch, self.position = int(state["epoch"]), int(state["position"])

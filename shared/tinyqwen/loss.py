@@ -230,7 +230,7 @@ class TensorMemoryTracker(TorchDispatchMode):
     """Count the bytes of tensor storages that PyTorch ops create while the tracker is active.
 
     Every op (forward and, on CPU, backward too) passes through `__torch_dispatch__`; a storage
-    seen for the first time is added to `live` and a finalizer subtracts it when it is freed.
+    seen for the first time is added to `live_bytes` and a finalizer subtracts it when it is freed.
     `peak_bytes` is the most bytes alive at once, `largest_bytes` the biggest single storage.
     Storages that existed before (inputs, parameters, views of them) are not counted. This is
     exact tensor accounting, independent of the memory allocator and of the operating system.
