@@ -79,7 +79,7 @@ def built_book():
     if STAGE.exists():
         shutil.rmtree(STAGE)
     STAGE.mkdir(parents=True)
-    for name in ("_toc.yml", "book"):
+    for name in ("_toc.yml", "book", "benchmarks/results"):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, STAGE / name)
     (STAGE / "notebooks").mkdir()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import shutil
 import subprocess
 
@@ -185,3 +186,20 @@ def test_nbgrader_generate_assignment_accepts_a_chapter(tmp_path):
     )
     released = read_nb(tmp_path / "release" / "chapter" / "template.ipynb")
     assert not any("### BEGIN SOLUTION" in c.source for c in released.cells)
+
+
+def test_instructor_guide_lists_every_exercise_with_its_points():
+    from conftest import ROOT
+
+    table = (ROOT / "book" / "instructors.md").read_text()
+    listed = set(re.findall(r"^\| `(\d\d_[\w]+\.ipynb)` \| `([\w-]+)` \| (\d+) \|", table, re.M))
+    actual = {
+        (p.name, nbgrader_meta(c)["grade_id"], str(nbgrader_meta(c)["points"]))
+        for p in chapter_notebooks()
+        for c in read_nb(p).cells
+        if is_graded(c)
+    }
+    assert listed == actual, (
+        f"book/instructors.md is out of date: missing {sorted(actual - listed)[:5]}, "
+        f"stale {sorted(listed - actual)[:5]} (regenerate it: python -m tinyqwen.course exercise-table notebooks/[0-9][0-9]_*.ipynb)"
+    )

@@ -181,7 +181,7 @@ def stage_student_book(root: Path, dest: Path) -> Path:
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
-    for name in ("_toc.yml", "book"):
+    for name in ("_toc.yml", "book", "benchmarks/results"):
         src = root / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / name)
     config = yaml.safe_load((root / "_config.yml").read_text())
@@ -324,6 +324,34 @@ def report_csv(results: list[dict]) -> str:
     return buf.getvalue()
 
 
+def exercise_table(paths: list[Path]) -> str:
+    """Markdown table of every graded exercise (notebook, grade_id, points, first sentence)."""
+    rows = []
+    for path in paths:
+        cells = nbformat.read(path, as_version=4).cells
+        for i, cell in enumerate(cells):
+            if not is_graded(cell):
+                continue
+            j = i - 1
+            while j >= 0 and not is_solution(cells[j]):
+                j -= 1
+            k = j - 1
+            while k >= 0 and cells[k].cell_type != "markdown":
+                k -= 1
+            text = cells[k].source if k >= 0 else ""
+            m = re.search(r"\*\*Exercise[^*]*\*\*\s*(.*)", text, re.S)
+            body = re.sub(r"\s+", " ", (m.group(1) if m else text).strip())
+            first = re.split(r"(?<=[.?])\s", body, maxsplit=1)[0]
+            if len(first) > 120:
+                first = first[:117].rsplit(" ", 1)[0] + " …"
+            meta = nbgrader_meta(cell)
+            rows.append((path.name, meta["grade_id"], meta["points"], first.replace("|", "\\|")))
+    lines = ["| notebook | graded cell | points | what it asks |", "|---|---|---|---|"]
+    lines += [f"| `{n}` | `{g}` | {pt} | {w} |" for n, g, pt, w in rows]
+    lines += ["", f"In total {sum(r[2] for r in rows)} points in {len(rows)} exercises."]
+    return "\n".join(lines)
+
+
 def _repo_from_config(root: Path) -> tuple[str, str]:
     import yaml
 
@@ -339,6 +367,8 @@ def main(argv=None) -> int:
     stu = sub.add_parser("student", help="write student editions (nbgrader preprocessors)")
     stu.add_argument("notebooks", nargs="+", type=Path)
     stu.add_argument("--out", type=Path, default=Path("dist/student"))
+    tab = sub.add_parser("exercise-table", help="the exercises table of book/instructors.md")
+    tab.add_argument("notebooks", nargs="+", type=Path)
     stb = sub.add_parser("stage-student-book", help="copy the book sources with student editions")
     stb.add_argument("--out", type=Path, default=Path("_build/student-src"))
     grd = sub.add_parser("grade", help="execute and grade submissions")
@@ -356,6 +386,9 @@ def main(argv=None) -> int:
     if args.cmd == "student":
         for p in write_student_editions(args.notebooks, args.out):
             print(f"wrote {p}")
+        return 0
+    if args.cmd == "exercise-table":
+        print(exercise_table(args.notebooks))
         return 0
     if args.cmd == "stage-student-book":
         print(f"staged the student book in {stage_student_book(Path.cwd(), args.out)}")
