@@ -34,13 +34,13 @@ export: $(STAMP)
 	cd notebooks && ../$(VENV)/bin/nbdev-export
 
 test: $(STAMP)
-	TINYQWEN_PROFILE=ci HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q -ra $(PYTEST_ARGS)
+	TINYQWEN_PROFILE=ci HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	TINYQWEN_PROFILE=ci HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q -ra -m "not notebook and not browser" $(PYTEST_ARGS)
+	TINYQWEN_PROFILE=ci HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -ra -m "not notebook and not browser" $(PYTEST_ARGS)
 
 book: $(STAMP)
-	TINYQWEN_PROFILE=ci HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(VENV)/bin/jupyter-book build . $(BOOK_FLAGS)
+	TINYQWEN_PROFILE=ci HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/jupyter-book build . $(BOOK_FLAGS)
 
 book-clean:
 	rm -rf _build
@@ -59,7 +59,7 @@ student: $(STAMP)
 
 book-student: $(STAMP)
 	$(PY) -m tinyqwen.course stage-student-book --out _build/student-src
-	TINYQWEN_PROFILE=ci HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(VENV)/bin/jupyter-book build _build/student-src $(BOOK_FLAGS)
+	TINYQWEN_PROFILE=ci HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/jupyter-book build _build/student-src $(BOOK_FLAGS)
 	@echo "student book: _build/student-src/_build/html/index.html"
 
 bench: $(STAMP)

@@ -2,7 +2,7 @@
 
 Modules:
 
-- `tinyqwen.course`: Course tooling: the chapter-notebook structure check.
+- `tinyqwen.course`: Course tooling for authors and instructors.
 - `tinyqwen.runtime`: Runtime profiles let one notebook run everywhere.
 - `tinyqwen.sources`: Text sources for the course: TinyStories, a local file, or offline synthetic stories."""
 

@@ -204,7 +204,13 @@ def stage_student_book(root: Path, dest: Path) -> Path:
 # --------------------------------------------------------------------------------------------
 
 # No MPLBACKEND here: the kernel's inline backend is what puts figures into executed notebooks.
-OFFLINE_ENV = {"TINYQWEN_PROFILE": "ci", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+# OMP_WAIT_POLICY=PASSIVE: OpenMP threads that spin while waiting multiply run time on a busy machine.
+OFFLINE_ENV = {
+    "TINYQWEN_PROFILE": "ci",
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "OMP_WAIT_POLICY": "PASSIVE",
+}
 
 
 def execute(nb, cwd: Path, *, timeout: int = 300, allow_errors: bool = False):
