@@ -7,6 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
+
 from tinyqwen.accel import (
     GPU_SPECS,
     ThroughputMeter,
@@ -23,7 +25,6 @@ from tinyqwen.accel import (
     saved_tensor_bytes,
     training_memory,
 )
-from torch.utils.flop_counter import FlopCounterMode
 
 transformers = pytest.importorskip("transformers")
 from transformers import Qwen3Config, Qwen3ForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM  # noqa: E402

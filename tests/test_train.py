@@ -14,8 +14,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tinyqwen.data import TokenDataset
 from tinyqwen.accel import flops_per_token, gpu_spec, training_memory
+from tinyqwen.data import TokenDataset
 from tinyqwen.model import Qwen3Config
 from tinyqwen.train import save_checkpoint, train, train_config
 
