@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from benchmarks.harness import compare, print_rows, row
+from benchmarks.harness import compare, print_rows, row, torch_threads
 from tinyqwen.model import Qwen3Config, Qwen3ForCausalLM
 
 
@@ -58,12 +58,8 @@ def _train_row(preset: str, batch: int, seq: int, repeats: int) -> dict:
 
 
 def run(quick: bool) -> list[dict]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         return _run(quick)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(quick: bool) -> list[dict]:

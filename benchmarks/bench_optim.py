@@ -12,7 +12,7 @@ import copy
 
 import torch
 
-from benchmarks.harness import compare, print_rows
+from benchmarks.harness import compare, print_rows, torch_threads
 from tinyqwen.model import Qwen3Config, Qwen3ForCausalLM
 from tinyqwen.optim import AdamW, Muon, param_groups
 
@@ -38,12 +38,8 @@ def _hidden(model):
 
 
 def run(quick: bool) -> list[dict]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         return _run(quick)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(quick: bool) -> list[dict]:

@@ -8,10 +8,24 @@ or bytes per token). ``python -m benchmarks.run`` collects every module's rows i
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import statistics
 import time
 from collections.abc import Callable
+
+import torch
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run the block with `n` PyTorch threads, restoring the previous count afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _time_once(fn: Callable[[], object], sync: Callable[[], None] | None) -> float:
