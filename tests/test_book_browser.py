@@ -84,7 +84,7 @@ def built_book():
         (shutil.copytree if src.is_dir() else shutil.copy)(src, STAGE / name)
     (STAGE / "notebooks").mkdir()
     for path in toc_notebooks():
-        nbformat.write(executed(path)[0], STAGE / "notebooks" / path.name)
+        nbformat.write(executed(path).nb, STAGE / "notebooks" / path.name)
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
     config["execute"]["execute_notebooks"] = "off"
     config["sphinx"]["config"]["mathjax_path"] = "mathjax/tex-mml-chtml.js"

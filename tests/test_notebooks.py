@@ -17,7 +17,8 @@ TIMES = ROOT / "_build" / "notebook-times.json"
 @pytest.mark.notebook
 @pytest.mark.parametrize("path", toc_notebooks(), ids=lambda p: p.name)
 def test_notebook_runs_top_to_bottom_with_full_marks(path):
-    nb, seconds = executed(path)
+    run = executed(path)
+    nb, seconds = run.nb, run.seconds
     TIMES.parent.mkdir(exist_ok=True)
     times = json.loads(TIMES.read_text()) if TIMES.exists() else {}
     times[path.name] = round(seconds, 1)

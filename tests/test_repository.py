@@ -138,6 +138,7 @@ def test_package_installs_as_a_wheel(tmp_path):
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src)
     shutil.copytree(ROOT / "shared", src / "shared", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "benchmarks" / "results", src / "benchmarks" / "results")
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(src)],
         check=True,
@@ -169,7 +170,10 @@ def test_package_installs_as_a_wheel(tmp_path):
     code = (
         "import importlib, tinyqwen, pathlib, sys; "
         f"assert pathlib.Path(tinyqwen.__file__).is_relative_to({str(target)!r}), tinyqwen.__file__; "
-        f"[importlib.import_module('tinyqwen.' + m) for m in {modules!r}]"
+        f"[importlib.import_module('tinyqwen.' + m) for m in {modules!r}]; "
+        "from tinyqwen.records import load, results_dir; "
+        f"assert results_dir().is_relative_to({str(target)!r}), results_dir(); "
+        "assert load('latest.json')['rows'], 'the recorded benchmarks are not in the wheel'"
     )
     subprocess.run(
         [sys.executable, "-c", code], check=True, cwd=tmp_path, env={"PYTHONPATH": str(target)}

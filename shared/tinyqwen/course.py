@@ -16,6 +16,7 @@ without error.
 from __future__ import annotations
 
 import argparse
+import ast
 import copy
 import csv
 import io
@@ -32,6 +33,10 @@ import nbformat
 SECTIONS = ("Build", "Verify", "See", "Measure", "Exercises", "Summary")
 MIN_EXERCISES = 3
 BEGIN_SOLUTION, END_SOLUTION = "### BEGIN SOLUTION", "### END SOLUTION"
+BEGIN_HIDDEN, END_HIDDEN = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
+# A chapter reveals code in small steps: a piece, its output, the next piece.
+MAX_CODE_LINES = 60
+MAX_PROSE_WORDS = 400
 
 
 def colab_url(repo_url: str, branch: str, notebook: str) -> str:
@@ -62,6 +67,14 @@ def _headings(nb) -> list[tuple[int, str]]:
     return out
 
 
+def grade_id_prefix(name: str) -> str:
+    """'04_rmsnorm.ipynb' -> 'ch04-'; the second notebook of chapter 11 -> 'ch11t-'."""
+    stem = Path(name).stem
+    if stem == "11_train_on_gpu":
+        return "ch11t-"
+    return f"ch{stem[:2]}-" if stem[:2].isdigit() else "tpl-"
+
+
 def notebook_problems(nb, name: str, repo_url: str, branch: str) -> list[str]:
     """Everything in chapter notebook ``nb`` (file name ``name``) that breaks the skeleton."""
     problems = []
@@ -88,9 +101,13 @@ def notebook_problems(nb, name: str, repo_url: str, branch: str) -> list[str]:
     setup = [c for c in code if "from tinyqwen.runtime import setup" in c.source]
     if not setup:
         problems.append("no setup cell (from tinyqwen.runtime import setup; rt = setup(...))")
-    elif f"git+{repo_url}@{branch}" not in setup[0].source:
+    elif f"tinyqwen[notebooks] @ git+{repo_url}@{branch}" not in setup[0].source:
         problems.append(
-            f"the setup cell must install 'tinyqwen @ git+{repo_url}@{branch}' in Colab"
+            f"the setup cell must install 'tinyqwen[notebooks] @ git+{repo_url}@{branch}' in Colab"
+        )
+    elif f'chapter="{Path(name).stem}"' not in setup[0].source:
+        problems.append(
+            f'the setup cell must call setup(..., chapter="{Path(name).stem}") to state the time'
         )
     if not any(c.source.startswith("#| default_exp ") for c in code):
         problems.append("no '#| default_exp <module>' cell")
@@ -104,6 +121,10 @@ def notebook_problems(nb, name: str, repo_url: str, branch: str) -> list[str]:
     ids = [nbgrader_meta(c).get("grade_id") for c in cells if nbgrader_meta(c)]
     if len(ids) != len(set(ids)):
         problems.append("nbgrader grade_id values are not unique")
+    prefix = grade_id_prefix(name)
+    wrong = [i for i in ids if not str(i).startswith(prefix)]
+    if wrong:
+        problems.append(f"grade ids must start with {prefix!r} (unique across the course): {wrong}")
     n_ok = 0
     for i, cell in enumerate(code):
         if not is_solution(cell):
@@ -134,7 +155,305 @@ def notebook_problems(nb, name: str, repo_url: str, branch: str) -> list[str]:
         problems.append(
             f"{n_ok} exercise(s) with a graded check; at least {MIN_EXERCISES} are required"
         )
+    problems += cell_size_problems(nb)
+    problems += check_cell_problems(nb)
+    problems += [
+        f"solution of {gid} is visible elsewhere in the student edition: {line!r}"
+        for gid, lines in solution_leaks(nb).items()
+        for line in lines
+    ]
+    problems += [f"prose quotes a number no cell produced: {hit}" for hit in unsourced_numbers(nb)]
     return problems
+
+
+def cell_size_problems(nb) -> list[str]:
+    """Code cells over MAX_CODE_LINES lines and prose cells over MAX_PROSE_WORDS words."""
+    out = []
+    for i, cell in enumerate(nb.cells):
+        first = cell.source.strip().splitlines()[0][:60] if cell.source.strip() else ""
+        if cell.cell_type == "code" and len(cell.source.splitlines()) > MAX_CODE_LINES:
+            out.append(
+                f"cell {i} has {len(cell.source.splitlines())} lines of code "
+                f"(at most {MAX_CODE_LINES}): {first!r}"
+            )
+        if cell.cell_type == "markdown" and len(cell.source.split()) > MAX_PROSE_WORDS:
+            out.append(
+                f"cell {i} has {len(cell.source.split())} words of prose "
+                f"(at most {MAX_PROSE_WORDS}): {first!r}"
+            )
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Exercises: what the solution defines, what the student edition shows, what checks may call
+# --------------------------------------------------------------------------------------------
+
+
+def region_lines(source: str, begin: str, end: str) -> list[str]:
+    """The lines strictly between ``begin`` and ``end`` markers (every such region)."""
+    lines, inside = [], False
+    for line in source.splitlines():
+        if begin in line:
+            inside = True
+        elif end in line:
+            inside = False
+        elif inside:
+            lines.append(line)
+    return lines
+
+
+def without_region(source: str, begin: str, end: str) -> str:
+    """``source`` with every ``begin`` … ``end`` region (markers included) removed."""
+    out, inside = [], False
+    for line in source.splitlines():
+        if begin in line:
+            inside = True
+        elif end in line:
+            inside = False
+        elif not inside:
+            out.append(line)
+    return "\n".join(out)
+
+
+def solution_names(cell) -> set[str]:
+    """Top-level names a solution cell defines (functions, classes, assignments)."""
+    try:
+        tree = ast.parse(cell.source)
+    except SyntaxError:
+        return set()
+    names = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+    return names
+
+
+def _normalise(text: str) -> str:
+    return " ".join(text.split())
+
+
+_TRIVIAL = re.compile(
+    r"^(import |from \S+ import |#|return \w+$|pass$|else:$|try:$|finally:$|\W*$|"
+    r"raise NotImplementedError)"
+)
+MIN_LEAK_CHARS = 12
+
+
+def solution_leaks(nb) -> dict[str, list[str]]:
+    """grade_id -> solution lines that the student edition still shows somewhere else.
+
+    The student edition is every cell with solution regions and hidden tests removed. A line
+    counts when it is not trivial (imports, comments, ``return name``, punctuation) and at least
+    MIN_LEAK_CHARS long; it leaks when its whitespace-normalised text occurs in any other cell.
+    """
+    visible = []
+    for cell in nb.cells:
+        text = without_region(cell.source, BEGIN_SOLUTION, END_SOLUTION)
+        text = without_region(text, BEGIN_HIDDEN, END_HIDDEN)
+        visible.append(_normalise(text))
+    leaks: dict[str, list[str]] = {}
+    for i, cell in enumerate(nb.cells):
+        if not is_solution(cell):
+            continue
+        gid = nbgrader_meta(cell).get("grade_id", f"cell {i}")
+        for line in region_lines(cell.source, BEGIN_SOLUTION, END_SOLUTION):
+            norm = _normalise(line)
+            if len(norm) < MIN_LEAK_CHARS or _TRIVIAL.match(norm):
+                continue
+            if any(norm in text for j, text in enumerate(visible) if j != i):
+                leaks.setdefault(gid, []).append(norm)
+    return leaks
+
+
+def _calls_learner_call(node) -> bool:
+    func = node.func if isinstance(node, ast.Call) else None
+    return (isinstance(func, ast.Name) and func.id == "learner_call") or (
+        isinstance(func, ast.Attribute) and func.attr == "learner_call"
+    )
+
+
+def _unguarded_uses(tree, names: set[str]) -> list[str]:
+    """Loads of ``names`` that are not inside the first argument of a learner_call(...)."""
+    guarded = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and _calls_learner_call(node) and node.args:
+            guarded |= {id(n) for n in ast.walk(node.args[0])}
+    return sorted(
+        {
+            n.id
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Name) and n.id in names and id(n) not in guarded
+        }
+    )
+
+
+def check_cell_problems(nb) -> list[str]:
+    """Rules for graded cells: learner code runs only through learner_call, checks are
+    independent of each other, grade ids carry the chapter's prefix."""
+    out = []
+    cells = nb.cells
+    defined_outside_checks: set[str] = set()
+    assigned_in: dict[int, set[str]] = {}
+    for i, cell in enumerate(cells):
+        if cell.cell_type != "code":
+            continue
+        try:
+            tree = ast.parse(_strip_magics(cell.source))
+        except SyntaxError:
+            continue
+        names = {
+            n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)
+        }
+        names |= {
+            n.name
+            for n in ast.walk(tree)
+            if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))
+        }
+        names |= {
+            (a.asname or a.name).split(".")[0]
+            for n in ast.walk(tree)
+            if isinstance(n, (ast.Import, ast.ImportFrom))
+            for a in n.names
+        }
+        if is_graded(cell):
+            assigned_in[i] = names
+        else:
+            defined_outside_checks |= names
+    for i, cell in enumerate(cells):
+        if not is_graded(cell):
+            continue
+        gid = nbgrader_meta(cell).get("grade_id")
+        j = i - 1
+        while j >= 0 and not (cells[j].cell_type == "code"):
+            j -= 1
+        learner_names = solution_names(cells[j]) if j >= 0 and is_solution(cells[j]) else set()
+        try:
+            tree = ast.parse(_strip_magics(cell.source))
+        except SyntaxError as exc:
+            out.append(f"graded cell {gid} does not parse: {exc}")
+            continue
+        bad = _unguarded_uses(tree, learner_names)
+        if bad:
+            out.append(
+                f"graded cell {gid} uses {', '.join(bad)} outside learner_call(...): "
+                "run the learner's code only through tinyqwen.checks.learner_call"
+            )
+        if learner_names and not any(
+            isinstance(n, ast.Call) and _calls_learner_call(n) for n in ast.walk(tree)
+        ):
+            out.append(f"graded cell {gid} never calls learner_call")
+        loads = {
+            n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)
+        }
+        others = (
+            set().union(*(v for k, v in assigned_in.items() if k != i)) if assigned_in else set()
+        )
+        borrowed = sorted(
+            (loads & others) - defined_outside_checks - assigned_in[i] - learner_names
+        )
+        if borrowed:
+            out.append(
+                f"graded cell {gid} uses {', '.join(borrowed)} defined only in another graded "
+                "cell: each check must run on its own"
+            )
+    return out
+
+
+def _strip_magics(source: str) -> str:
+    return "\n".join(
+        "" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines()
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# What a notebook imports, against what the Colab setup cell installs
+# --------------------------------------------------------------------------------------------
+
+
+def notebook_imports(nb) -> set[str]:
+    """Top-level module names imported by the code cells of ``nb``."""
+    found = set()
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        try:
+            tree = ast.parse(_strip_magics(cell.source))
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                found |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found.add(node.module.split(".")[0])
+    return found
+
+
+def installed_by_colab_cell(pyproject: dict) -> set[str]:
+    """Distributions `pip install tinyqwen[notebooks]` brings: the dependencies and the extra."""
+    project = pyproject["project"]
+    reqs = project["dependencies"] + project["optional-dependencies"]["notebooks"]
+    return {re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0].lower().replace("_", "-") for r in reqs}
+
+
+def uncovered_imports(nb, pyproject: dict) -> list[str]:
+    """Modules ``nb`` imports that neither Python, tinyqwen[notebooks] nor Colab provides."""
+    from importlib.metadata import packages_distributions
+
+    from tinyqwen.runtime import COLAB_PREINSTALLED
+
+    dists = packages_distributions()
+    covered = installed_by_colab_cell(pyproject)
+    missing = []
+    for module in sorted(notebook_imports(nb)):
+        if module in sys.stdlib_module_names or module == "tinyqwen" or module in COLAB_PREINSTALLED:
+            continue
+        names = {d.lower().replace("_", "-") for d in dists.get(module, [module])}
+        if not names & covered:
+            missing.append(f"{module} (from {', '.join(sorted(names))})")
+    return missing
+
+
+# --------------------------------------------------------------------------------------------
+# Numbers in prose
+# --------------------------------------------------------------------------------------------
+
+# A ratio, a duration, a throughput or a utilisation: what only a measurement can say.
+_MEASURED = re.compile(
+    r"(?<![\w.$])(\d(?:[\d,]*\d)?(?:\.\d+)?)\s*"
+    r"(?:(?:×|x\b)(?!\s*\d)|times (?:faster|slower|more|less|as)|"
+    r"(?:ms|µs|us|ns|s|sec|seconds?|min|minutes?|h|hours?)\b(?!\w)|"
+    r"(?:tok(?:ens)?/s|tokens per second|it/s|steps/s|GB/s|TFLOP/?s|GFLOP/?s)|"
+    r"%\s*(?:MFU|faster|slower|of (?:the )?time))",
+    re.IGNORECASE,
+)
+# A paragraph may quote numbers it does not measure when it says where they come from.
+_SOURCED = re.compile(r"\{cite[:\w]*\}|\{glue[:\w]*\}|<!--\s*not measured", re.IGNORECASE)
+
+
+def unsourced_numbers(nb) -> list[str]:
+    """Measured-looking numbers typed into Markdown cells.
+
+    Numbers in prose must come from a cell's output (a cell that prints or displays Markdown) or
+    from the recorded results. A paragraph that cites its source ({cite}), inserts a value
+    ({glue}) or states why the number is not a measurement (``<!-- not measured: … -->``) is
+    exempt. Math ($…$), inline code and code blocks are not prose.
+    """
+    hits = []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "markdown":
+            continue
+        text = re.sub(r"```.*?```", " ", cell.source, flags=re.S)
+        text = re.sub(r"\$\$.*?\$\$|\$[^$\n]+\$|`[^`\n]+`", " ", text, flags=re.S)
+        for para in re.split(r"\n\s*\n", text):
+            if _SOURCED.search(para):
+                continue
+            for m in _MEASURED.finditer(para):
+                start = max(0, m.start() - 30)
+                hits.append(f"cell {i}: …{_normalise(para[start : m.end() + 10])}…")
+    return hits
 
 
 # --------------------------------------------------------------------------------------------
@@ -213,27 +532,60 @@ OFFLINE_ENV = {
 }
 
 
-def execute(nb, cwd: Path, *, timeout: int = 300, allow_errors: bool = False):
-    """Execute ``nb`` in place in a fresh kernel, offline under the ``ci`` profile; returns seconds.
+def execute(
+    nb,
+    cwd: Path,
+    *,
+    timeout: int = 300,
+    allow_errors: bool = False,
+    profile: str = "ci",
+    extra: list | None = None,
+) -> float:
+    """Execute ``nb`` in place in a fresh kernel, offline under ``profile``; returns seconds.
 
-    With ``allow_errors`` a failing or timed-out cell is recorded and execution goes on.
+    With ``allow_errors`` a failing or timed-out cell is recorded and execution goes on. Each
+    cell's start and end times land in its ``metadata.execution``. ``extra``: more code cells
+    (not part of ``nb``) run afterwards in the same kernel, errors recorded in their outputs,
+    never raised; the exercise probes use it.
     """
     from nbclient import NotebookClient
+    from nbclient.util import ensure_async
 
-    saved = {k: os.environ.get(k) for k in OFFLINE_ENV}
-    os.environ.update(OFFLINE_ENV)
+    class Client(NotebookClient):
+        seconds = 0.0
+
+        async def async_execute(self, reset_kc: bool = False, **kwargs):
+            self.reset_execution_trackers()
+            async with self.async_setup_kernel(**kwargs):
+                reply = await self.async_wait_for_reply(await ensure_async(self.kc.kernel_info()))
+                if reply is not None and "language_info" in reply["content"]:
+                    self.nb.metadata["language_info"] = reply["content"]["language_info"]
+                start = time.perf_counter()
+                for index, cell in enumerate(self.nb.cells):
+                    await self.async_execute_cell(
+                        cell, index, execution_count=self.code_cells_executed + 1
+                    )
+                self.seconds = time.perf_counter() - start
+                self.allow_errors = True
+                for cell in extra or []:
+                    await self.async_execute_cell(cell, len(self.nb.cells) - 1, store_history=False)
+            return self.nb
+
+    env = {**OFFLINE_ENV, "TINYQWEN_PROFILE": profile}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     try:
-        client = NotebookClient(
+        client = Client(
             nb,
             timeout=timeout,
             kernel_name="python3",
             allow_errors=allow_errors,
             interrupt_on_timeout=allow_errors,
+            record_timing=True,
             resources={"metadata": {"path": str(cwd)}},
         )
-        start = time.perf_counter()
         client.execute()
-        return time.perf_counter() - start
+        return client.seconds
     finally:
         for k, v in saved.items():
             if v is None:

@@ -29,6 +29,9 @@ import torch
 
 PROFILES = ("ci", "cpu", "gpu")
 PROFILE_ENV = "TINYQWEN_PROFILE"
+# Modules a Colab runtime already has that the notebooks import without installing them; every
+# other import is covered by the package's dependencies and its `notebooks` extra (a test checks).
+COLAB_PREINSTALLED = ("IPython", "google", "ipykernel", "ipywidgets")
 
 
 def in_colab() -> bool:
@@ -81,8 +84,12 @@ class Runtime:
         return {"ci": ci, "cpu": cpu, "gpu": gpu}[self.profile]
 
 
-def setup(seed: int = 0, *, verbose: bool = True) -> Runtime:
-    """Choose the profile and device, seed everything, and say what was chosen."""
+def setup(seed: int = 0, *, chapter: str | None = None, verbose: bool = True) -> Runtime:
+    """Choose the profile and device, seed everything, and say what was chosen.
+
+    chapter: the notebook's name without extension (e.g. "04_rmsnorm"); the chapter's recorded
+    run time under each profile is printed (tinyqwen.records).
+    """
     profile = current_profile()
     device = default_device(profile)
     seed_everything(seed)
@@ -101,4 +108,8 @@ def setup(seed: int = 0, *, verbose: bool = True) -> Runtime:
             f"TinyQwen runtime: profile={profile} device={device} ({where}) seed={seed} "
             f"torch={torch.__version__}{' colab' if in_colab() else ''}"
         )
+        if chapter is not None:
+            from tinyqwen.records import chapter_time
+
+            print(chapter_time(chapter, profile))
     return rt
