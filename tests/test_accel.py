@@ -29,11 +29,30 @@ from tinyqwen.accel import (
 transformers = pytest.importorskip("transformers")
 from transformers import Qwen3Config, Qwen3ForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM  # noqa: E402
 
-DENSE = dict(vocab_size=256, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
-             num_attention_heads=4, num_key_value_heads=2, head_dim=24)  # GQA, head_dim != hidden/heads
-MOE = dict(vocab_size=256, hidden_size=64, intermediate_size=96, moe_intermediate_size=32, num_experts=8,
-           num_experts_per_tok=2, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=1,
-           head_dim=16, decoder_sparse_step=1, mlp_only_layers=[1], tie_word_embeddings=False)
+DENSE = dict(
+    vocab_size=256,
+    hidden_size=64,
+    intermediate_size=160,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=24,
+)  # GQA, head_dim != hidden/heads
+MOE = dict(
+    vocab_size=256,
+    hidden_size=64,
+    intermediate_size=96,
+    moe_intermediate_size=32,
+    num_experts=8,
+    num_experts_per_tok=2,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=1,
+    head_dim=16,
+    decoder_sparse_step=1,
+    mlp_only_layers=[1],
+    tie_word_embeddings=False,
+)
 
 
 def hf_dense(tied=True, attn="eager", **kw):
@@ -46,7 +65,9 @@ def hf_moe(attn="eager", **kw):
     torch.manual_seed(0)
     cfg = Qwen3MoeConfig(**{**MOE, **kw})
     # the eager expert loop runs F.linear per expert, which FlopCounterMode sees (grouped_mm it may not)
-    return cfg, Qwen3MoeForCausalLM._from_config(cfg, attn_implementation=attn, experts_implementation="eager")
+    return cfg, Qwen3MoeForCausalLM._from_config(
+        cfg, attn_implementation=attn, experts_implementation="eager"
+    )
 
 
 def counted_flops(model, x, backward=True):
@@ -68,7 +89,9 @@ def test_flops_per_token_equals_flop_counter_on_a_dense_training_step(tied, seq_
     cfg, model = hf_dense(tied=tied)
     batch = 2
     x = torch.randint(0, cfg.vocab_size, (batch, seq_len))
-    assert counted_flops(model, x) == pytest.approx(batch * seq_len * flops_per_token(cfg, seq_len), rel=1e-12)
+    assert counted_flops(model, x) == pytest.approx(
+        batch * seq_len * flops_per_token(cfg, seq_len), rel=1e-12
+    )
 
 
 def test_flops_per_token_equals_flop_counter_for_experts():
@@ -136,8 +159,11 @@ def one_step(model, opt, x):
 @pytest.mark.parametrize("build", ["dense_tied", "dense_untied", "moe"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_parameter_gradient_and_adamw_bytes_equal_allocated_tensors(build, dtype):
-    cfg, model = {"dense_tied": lambda: hf_dense(True), "dense_untied": lambda: hf_dense(False),
-                  "moe": hf_moe}[build]()
+    cfg, model = {
+        "dense_tied": lambda: hf_dense(True),
+        "dense_untied": lambda: hf_dense(False),
+        "moe": hf_moe,
+    }[build]()
     model.to(dtype)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     one_step(model, opt, torch.randint(0, cfg.vocab_size, (2, 8)))
@@ -182,7 +208,9 @@ def test_activation_estimate_equals_bytes_saved_for_backward(attn, amp, kind):
             return model(x, labels=x).loss
 
     _, saved = saved_tensor_bytes(step, exclude=model.parameters())
-    est = training_memory(cfg, batch, seq, autocast_dtype=torch.bfloat16 if amp else None, attention=attn)
+    est = training_memory(
+        cfg, batch, seq, autocast_dtype=torch.bfloat16 if amp else None, attention=attn
+    )
     assert 0 <= saved - (est["activations"] + est["weight_casts"]) <= 16, (saved, est)
 
 
@@ -210,7 +238,9 @@ def test_memory_scales_as_the_theory_says():
     sgd = training_memory(cfg, 4, 64, "sgd")
     assert one["optimizer"] == 2 * sgd["optimizer"] == 2 * one["parameters"]
     amp = training_memory(cfg, 4, 64, autocast_dtype=torch.bfloat16)
-    assert amp["activations"] < one["activations"] and amp["weight_casts"] > 0 == one["weight_casts"]
+    assert (
+        amp["activations"] < one["activations"] and amp["weight_casts"] > 0 == one["weight_casts"]
+    )
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run this test on one)")
@@ -221,8 +251,16 @@ def test_gpu_total_is_close_to_max_memory_allocated():
     not yet allocated, so the sum of all parts is an upper bound; we ask for 70-110 %."""
     device = torch.device("cuda")
     amp, scaler = autocast_for(device)
-    cfg = Qwen3Config(vocab_size=8192, hidden_size=512, intermediate_size=1408, num_hidden_layers=6,
-                      num_attention_heads=8, num_key_value_heads=4, head_dim=64, tie_word_embeddings=True)
+    cfg = Qwen3Config(
+        vocab_size=8192,
+        hidden_size=512,
+        intermediate_size=1408,
+        num_hidden_layers=6,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        head_dim=64,
+        tie_word_embeddings=True,
+    )
     model = Qwen3ForCausalLM._from_config(cfg, attn_implementation="sdpa").to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     x = torch.randint(0, cfg.vocab_size, (16, 256), device=device)
@@ -239,7 +277,9 @@ def test_gpu_total_is_close_to_max_memory_allocated():
         opt.zero_grad(set_to_none=True)
     peak = torch.cuda.max_memory_allocated()
     est = training_memory(cfg, 16, 256, autocast_dtype=amp.dtype)["total"]
-    assert 0.7 * est <= peak <= 1.1 * est, f"peak {peak / 2**20:.0f} MiB, estimate {est / 2**20:.0f} MiB"
+    assert 0.7 * est <= peak <= 1.1 * est, (
+        f"peak {peak / 2**20:.0f} MiB, estimate {est / 2**20:.0f} MiB"
+    )
 
 
 # ---------------------------------------------------------------- devices, precision, peaks, MFU
@@ -255,8 +295,9 @@ def test_bad_inputs_raise_value_errors():
     with pytest.raises(ValueError, match="hidden_size"):
         flops_per_token(SimpleNamespace(**{**DENSE, "hidden_size": 0}), 8)
     mha = SimpleNamespace(**{**DENSE, "num_key_value_heads": None, "head_dim": None})  # HF defaults
-    assert flops_per_token(mha, 8) == flops_per_token(SimpleNamespace(**{**DENSE, "num_key_value_heads": 4,
-                                                                         "head_dim": 16}), 8)
+    assert flops_per_token(mha, 8) == flops_per_token(
+        SimpleNamespace(**{**DENSE, "num_key_value_heads": 4, "head_dim": 16}), 8
+    )
     with pytest.raises(ValueError, match="optimizer"):
         training_memory(cfg, 2, 8, "adagrad")
     with pytest.raises(ValueError, match="batch"):
@@ -311,12 +352,18 @@ def test_autocast_choice():
 
 def test_gpu_table_matches_device_names_and_datasheets():
     expect = {
-        "Tesla T4": ("T4", 65e12), "Tesla V100-SXM2-16GB": ("V100 SXM2", 125e12),
-        "Tesla V100-PCIE-32GB": ("V100 PCIe", 112e12), "NVIDIA A10G": ("A10G", 70e12),
-        "NVIDIA L4": ("L4", 121e12), "NVIDIA A100-SXM4-40GB": ("A100 40GB", 312e12),
-        "NVIDIA A100-SXM4-80GB": ("A100 80GB SXM", 312e12), "NVIDIA A100 80GB PCIe": ("A100 80GB PCIe", 312e12),
-        "NVIDIA H100 80GB HBM3": ("H100 SXM", 989.5e12), "NVIDIA H100 PCIe": ("H100 PCIe", 756.5e12),
-        "NVIDIA H100 NVL": ("H100 NVL", 835.5e12), "NVIDIA H200": ("H200 SXM", 989.5e12),
+        "Tesla T4": ("T4", 65e12),
+        "Tesla V100-SXM2-16GB": ("V100 SXM2", 125e12),
+        "Tesla V100-PCIE-32GB": ("V100 PCIe", 112e12),
+        "NVIDIA A10G": ("A10G", 70e12),
+        "NVIDIA L4": ("L4", 121e12),
+        "NVIDIA A100-SXM4-40GB": ("A100 40GB", 312e12),
+        "NVIDIA A100-SXM4-80GB": ("A100 80GB SXM", 312e12),
+        "NVIDIA A100 80GB PCIe": ("A100 80GB PCIe", 312e12),
+        "NVIDIA H100 80GB HBM3": ("H100 SXM", 989.5e12),
+        "NVIDIA H100 PCIe": ("H100 PCIe", 756.5e12),
+        "NVIDIA H100 NVL": ("H100 NVL", 835.5e12),
+        "NVIDIA H200": ("H200 SXM", 989.5e12),
     }
     for name, (short, fp16) in expect.items():
         spec = gpu_spec(name)
@@ -332,7 +379,9 @@ def test_cpu_peak_is_measured_and_mfu_divides_by_it():
     peak = peak_flops("cpu", sizes=(64, 128))
     assert math.isfinite(peak) and peak > 0
     cfg, _ = hf_dense()
-    assert mfu(1000.0, cfg, 32, "cpu") == pytest.approx(1000.0 * flops_per_token(cfg, 32) / peak_flops("cpu"))
+    assert mfu(1000.0, cfg, 32, "cpu") == pytest.approx(
+        1000.0 * flops_per_token(cfg, 32) / peak_flops("cpu")
+    )
     assert mfu(2e4, cfg, 32, peak=1e12) == pytest.approx(2e4 * flops_per_token(cfg, 32) / 1e12)
 
 
@@ -351,12 +400,17 @@ def test_throughput_meter_smooths_tokens_per_second_and_reports_mfu():
     for _ in range(3):
         clock.now += 0.5
         meter.update(1000)
-    assert meter.tokens_per_s == pytest.approx(2000.0) and meter.average_tokens_per_s == pytest.approx(2000.0)
+    assert meter.tokens_per_s == pytest.approx(
+        2000.0
+    ) and meter.average_tokens_per_s == pytest.approx(2000.0)
     assert meter.mfu == pytest.approx(2000.0 * 6e6 / 1e12)
     assert meter.postfix() == {"tok/s": "2,000", "MFU": "1.2%"}
     clock.now += 1.5  # one slow step: the ratio of the moving averages of tokens and of seconds
     meter.update(1000)
-    ema_tokens, ema_seconds = 0.5 * 875 + 0.5 * 1000, 0.5 * 0.4375 + 0.5 * 1.5  # 875 = 1000 * (1 - 0.5**3)
+    ema_tokens, ema_seconds = (
+        0.5 * 875 + 0.5 * 1000,
+        0.5 * 0.4375 + 0.5 * 1.5,
+    )  # 875 = 1000 * (1 - 0.5**3)
     assert meter.tokens_per_s == pytest.approx(ema_tokens / ema_seconds)
     assert meter.average_tokens_per_s == pytest.approx(4000 / 3.0)
     meter.reset()

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import tomllib
-
 import pytest
+import tomllib
 from nbformat.v4 import new_code_cell, new_notebook
 
 from tinyqwen.course import installed_by_colab_cell, uncovered_imports

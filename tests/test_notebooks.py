@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from tinyqwen.course import scores
+from tinyqwen.grading import scores
 
 from conftest import ROOT, executed, toc_notebooks
 

@@ -233,6 +233,32 @@ def _ipython_state() -> dict:
     return state
 
 
+def _restore_ipython(before: dict) -> list[str]:
+    """Put IPython's transformers, event callbacks and shell attributes back as they were."""
+    shell = sys.modules["IPython"].get_ipython()
+    found = []
+    for key in ("input_transformers_cleanup", "input_transformers_post", "ast_transformers"):
+        live = getattr(shell, key)
+        if list(live) != before[key]:
+            found.append(f"changed IPython's {key}")
+            live[:] = before[key]
+    if "events" in before:
+        for name, callbacks in shell.events.callbacks.items():
+            if list(callbacks) != before["events"].get(name, []):
+                found.append(f"changed IPython's {name} event callbacks")
+                callbacks[:] = before["events"].get(name, [])
+    for space, target in (("shell", shell), ("shell_class", type(shell))):
+        live = vars(target)
+        for key in set(live) | set(before[space]):
+            if live.get(key, _MISSING) is not before[space].get(key, _MISSING):
+                found.append(f"changed the IPython shell's {key}")
+                if key in before[space]:
+                    setattr(target, key, before[space][key])
+                else:
+                    delattr(target, key)
+    return found
+
+
 class _Snapshot:
     """What the interpreter looked like before the learner's code ran."""
 
@@ -295,18 +321,8 @@ class _Snapshot:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
-        now = _ipython_state()
-        for key, before in self.ipython.items():
-            after = now.get(key)
-            same = (
-                after is not None
-                and after.keys() == before.keys()
-                and all(after[k] is before[k] for k in before)
-                if isinstance(before, dict) and key in ("shell", "shell_class")
-                else after == before
-            )
-            if not same:
-                found.append(f"changed IPython's {key}")
+        if self.ipython:
+            found += _restore_ipython(self.ipython)
         return found
 
 

@@ -3,14 +3,11 @@
 
     python -m tinyqwen.course check notebooks/01_tokenization.ipynb   # what a chapter lacks
     python -m tinyqwen.course student notebooks/*.ipynb --out dist/student
-    python -m tinyqwen.course grade submissions/*.ipynb --csv grades.csv --json grades.json
+    python -m tinyqwen.course grade submissions/ --csv grades.csv --json grades.json
 
 ``student`` writes the student edition with nbgrader's own preprocessors (solutions replaced by
-``raise NotImplementedError()``, hidden tests removed, outputs cleared). ``grade`` executes each
-submission offline under the ``ci`` profile (a timeout per cell, errors do not stop the run),
-restores every graded cell from the instructor's notebook of the same name (so hidden tests run
-and edited checks do not count), and awards an exercise's points when its graded cell runs
-without error.
+``raise NotImplementedError()``, hidden tests removed, outputs cleared). ``grade`` is
+``tinyqwen.grading``: it grades untrusted submissions, each in its own sandbox.
 """
 
 from __future__ import annotations
@@ -18,9 +15,6 @@ from __future__ import annotations
 import argparse
 import ast
 import copy
-import csv
-import io
-import json
 import os
 import re
 import sys
@@ -408,7 +402,11 @@ def uncovered_imports(nb, pyproject: dict) -> list[str]:
     covered = installed_by_colab_cell(pyproject)
     missing = []
     for module in sorted(notebook_imports(nb)):
-        if module in sys.stdlib_module_names or module == "tinyqwen" or module in COLAB_PREINSTALLED:
+        if (
+            module in sys.stdlib_module_names
+            or module == "tinyqwen"
+            or module in COLAB_PREINSTALLED
+        ):
             continue
         names = {d.lower().replace("_", "-") for d in dists.get(module, [module])}
         if not names & covered:
@@ -549,7 +547,7 @@ def execute(
     never raised; the exercise probes use it.
     """
     from nbclient import NotebookClient
-    from nbclient.util import ensure_async
+    from nbclient.util import ensure_async, run_sync
 
     class Client(NotebookClient):
         seconds = 0.0
@@ -570,6 +568,8 @@ def execute(
                 for cell in extra or []:
                     await self.async_execute_cell(cell, len(self.nb.cells) - 1, store_history=False)
             return self.nb
+
+        execute = run_sync(async_execute)
 
     env = {**OFFLINE_ENV, "TINYQWEN_PROFILE": profile}
     saved = {k: os.environ.get(k) for k in env}
@@ -592,94 +592,6 @@ def execute(
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-
-
-def restore_graded_cells(submission, instructor) -> int:
-    """Replace every graded cell of ``submission`` by the instructor's cell with the same grade_id.
-
-    Returns how many were restored; raises ValueError if a graded cell is missing.
-    """
-    originals = {nbgrader_meta(c)["grade_id"]: c for c in instructor.cells if is_graded(c)}
-    seen = set()
-    for i, cell in enumerate(submission.cells):
-        gid = nbgrader_meta(cell).get("grade_id")
-        if gid in originals:
-            submission.cells[i] = copy.deepcopy(originals[gid])
-            seen.add(gid)
-    missing = set(originals) - seen
-    if missing:
-        raise ValueError(
-            f"the submission lacks graded cells {sorted(missing)} (were they deleted?)"
-        )
-    return len(seen)
-
-
-def scores(executed_nb) -> list[dict]:
-    """Points per graded cell of an executed notebook: full points when the cell raised nothing."""
-    out = []
-    for cell in executed_nb.cells:
-        if not is_graded(cell):
-            continue
-        meta = nbgrader_meta(cell)
-        errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
-        ran = cell.get("execution_count") is not None
-        ok = ran and not errors
-        reason = (
-            ""
-            if ok
-            else (f"{errors[0]['ename']}: {errors[0]['evalue']}"[:200] if errors else "not run")
-        )
-        out.append(
-            {
-                "grade_id": meta["grade_id"],
-                "max_points": meta.get("points", 0),
-                "points": meta.get("points", 0) if ok else 0,
-                "error": reason,
-            }
-        )
-    return out
-
-
-def grade(path: Path, source_dir: Path | None, *, timeout: int = 120) -> dict:
-    """Execute submission ``path`` and score it; see the module docstring."""
-    nb = nbformat.read(path, as_version=4)
-    restored = False
-    if source_dir is not None and (source_dir / path.name).exists():
-        restore_graded_cells(nb, nbformat.read(source_dir / path.name, as_version=4))
-        restored = True
-    seconds = execute(nb, path.resolve().parent, timeout=timeout, allow_errors=True)
-    rows = scores(nb)
-    return {
-        "notebook": path.name,
-        "restored_from_source": restored,
-        "seconds": round(seconds, 1),
-        "points": sum(r["points"] for r in rows),
-        "max_points": sum(r["max_points"] for r in rows),
-        "exercises": rows,
-    }
-
-
-def report_table(results: list[dict]) -> str:
-    lines = [f"{'notebook':<34} {'exercise':<28} {'points':>9}  note"]
-    for res in results:
-        for r in res["exercises"]:
-            lines.append(
-                f"{res['notebook']:<34} {r['grade_id']:<28} {r['points']:>4}/{r['max_points']:<4}  {r['error']}"
-            )
-        lines.append(
-            f"{res['notebook']:<34} {'TOTAL':<28} {res['points']:>4}/{res['max_points']:<4}"
-        )
-    return "\n".join(lines)
-
-
-def report_csv(results: list[dict]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["notebook", "grade_id", "points", "max_points", "error"])
-    for res in results:
-        for r in res["exercises"]:
-            w.writerow([res["notebook"], r["grade_id"], r["points"], r["max_points"], r["error"]])
-    return buf.getvalue()
 
 
 def exercise_table(paths: list[Path]) -> str:
@@ -729,17 +641,16 @@ def main(argv=None) -> int:
     tab.add_argument("notebooks", nargs="+", type=Path)
     stb = sub.add_parser("stage-student-book", help="copy the book sources with student editions")
     stb.add_argument("--out", type=Path, default=Path("_build/student-src"))
-    grd = sub.add_parser("grade", help="execute and grade submissions")
-    grd.add_argument("submissions", nargs="+", type=Path)
-    grd.add_argument(
-        "--source",
-        type=Path,
-        default=Path("notebooks"),
-        help="instructor notebooks whose graded cells are restored (default: notebooks/)",
+    sub.add_parser(
+        "grade",
+        help="grade untrusted submissions in a sandbox (python -m tinyqwen.course grade --help)",
+        add_help=False,
     )
-    grd.add_argument("--timeout", type=int, default=120, help="seconds per cell")
-    grd.add_argument("--csv", type=Path, help="also write points per exercise as CSV")
-    grd.add_argument("--json", type=Path, help="also write the full report as JSON")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["grade"]:
+        from tinyqwen.grading import main as grade_main
+
+        return grade_main(argv[1:])
     args = parser.parse_args(argv)
     if args.cmd == "student":
         for p in write_student_editions(args.notebooks, args.out):
@@ -750,19 +661,6 @@ def main(argv=None) -> int:
         return 0
     if args.cmd == "stage-student-book":
         print(f"staged the student book in {stage_student_book(Path.cwd(), args.out)}")
-        return 0
-    if args.cmd == "grade":
-        source = args.source if args.source.is_dir() else None
-        if source is None:
-            print(
-                f"warning: no instructor notebooks at {args.source}; graded cells are used as submitted"
-            )
-        results = [grade(p, source, timeout=args.timeout) for p in args.submissions]
-        print(report_table(results))
-        if args.csv:
-            args.csv.write_text(report_csv(results))
-        if args.json:
-            args.json.write_text(json.dumps(results, indent=1))
         return 0
     bad = 0
     for path in args.notebooks:
