@@ -2,7 +2,11 @@
 
 python -m benchmarks.run            # full (make bench)
 python -m benchmarks.run --quick    # under 5 minutes on 2 CPU cores (make bench-quick)
-python -m benchmarks.run --only tokenizer moe
+python -m benchmarks.run --only tokenizer moe   # re-measure these; keep the other rows
+
+Every row says which benchmark module made it; ``modules`` records when and how each module was
+last run (date, command, machine), so a partial run updates its own rows and keeps their
+provenance honest.
 """
 
 from __future__ import annotations
@@ -96,13 +100,17 @@ def main(argv=None) -> int:
         "rows": [],
         "seconds": {},
         "errors": {},
+        "modules": {},
     }
+    previous = {}
+    if args.only and args.out.with_suffix(".json").exists():
+        previous = json.loads(args.out.with_suffix(".json").read_text())
     for name in names:
         print(f"== {name}", flush=True)
         start = time.perf_counter()
         try:
             rows = importlib.import_module(f"benchmarks.bench_{name}").run(quick=args.quick)
-            result["rows"] += rows
+            result["rows"] += [{**r, "module": name} for r in rows]
             from benchmarks.harness import print_rows
 
             print_rows(rows)
@@ -110,6 +118,14 @@ def main(argv=None) -> int:
             traceback.print_exc()
             result["errors"][name] = f"{type(exc).__name__}: {exc}"
         result["seconds"][name] = round(time.perf_counter() - start, 1)
+        result["modules"][name] = {
+            k: result[k] for k in ("date", "command", "quick", "machine")
+        } | {"seconds": result["seconds"][name]}
+    if previous:  # a partial run: keep the rows and provenance of the modules it did not run
+        kept = [r for r in previous.get("rows", []) if r.get("module") not in names]
+        result["rows"] = kept + result["rows"]
+        for name, meta in previous.get("modules", {}).items():
+            result["modules"].setdefault(name, meta)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=1))
     args.out.with_suffix(".md").write_text(markdown(result))

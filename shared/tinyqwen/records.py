@@ -67,7 +67,8 @@ def benchmark(benchmark: str, *, ours: str | None = None, peer: str | None = Non
         raise ValueError(
             f"{len(rows)} recorded benchmark rows match {benchmark!r} (ours={ours!r}, peer={peer!r})"
         )
-    return {**rows[0], "provenance": provenance(record)}
+    made_by = record.get("modules", {}).get(rows[0].get("module"), record)
+    return {**rows[0], "provenance": provenance(made_by)}
 
 
 def format_seconds(seconds: float) -> str:
