@@ -52,5 +52,5 @@ def test_structure_check_catches_a_missing(what, predicate, expected):
 
 def test_structure_check_catches_a_wrong_badge():
     nb = copy.deepcopy(read_nb(TEMPLATE))
-    nb.cells[0].source = nb.cells[0].source.replace("/blob/main/", "/blob/dev/")
+    nb.cells[0].source = nb.cells[0].source.replace("/blob/student/", "/blob/main/")
     assert any("badge" in p for p in notebook_problems(nb, TEMPLATE.name, URL, BRANCH))

@@ -33,6 +33,12 @@ MAX_CODE_LINES = 60
 MAX_PROSE_WORDS = 400
 
 
+# The branch the publish workflow fills with the student edition of every notebook (solutions
+# removed, checks kept): the chapters' Colab badges open it, so a learner never starts from the
+# instructor edition.
+STUDENT_BRANCH = "student"
+
+
 def colab_url(repo_url: str, branch: str, notebook: str) -> str:
     """Colab's address for ``notebooks/<notebook>`` of a GitHub repository at ``branch``."""
     owner_repo = repo_url.rstrip("/").removeprefix("https://github.com/")
@@ -76,9 +82,10 @@ def notebook_problems(nb, name: str, repo_url: str, branch: str) -> list[str]:
     code = [c for c in cells if c.cell_type == "code"]
     if not cells or cells[0].cell_type != "markdown" or not cells[0].source.startswith("# "):
         problems.append("the first cell must be Markdown starting with a '# Title'")
-    elif colab_url(repo_url, branch, name) not in cells[0].source:
+    elif colab_url(repo_url, STUDENT_BRANCH, name) not in cells[0].source:
         problems.append(
-            f"the first cell must carry an Open-in-Colab badge to {colab_url(repo_url, branch, name)}"
+            "the first cell must carry an Open-in-Colab badge to the student edition: "
+            f"{colab_url(repo_url, STUDENT_BRANCH, name)}"
         )
 
     heads = _headings(nb)
