@@ -92,3 +92,35 @@ def test_local_file_source(tmp_path, capsys):
     assert "local file" in capsys.readouterr().out
     with pytest.raises(ValueError, match="not a file"):
         sources.load_stories(str(tmp_path / "missing.txt"))
+
+
+def test_progress_counts_every_item_normally(monkeypatch):
+    from tinyqwen.runtime import REHEARSAL_ENV, progress
+
+    monkeypatch.delenv(REHEARSAL_ENV, raising=False)
+    assert sum(progress(range(100), desc="x", disable=True)) == 4950
+
+
+def test_a_rehearsal_runs_two_iterations_and_logs_their_cost(monkeypatch, tmp_path):
+    import json
+
+    import torch
+
+    from tinyqwen.runtime import REHEARSAL_ENV, progress
+
+    log = tmp_path / "rehearsal.jsonl"
+    monkeypatch.setenv(REHEARSAL_ENV, str(log))
+    w, seen = torch.randn(32, 32), []
+    for outer in progress(range(5), desc="outer", disable=True):
+        for step in progress(range(50), desc="inner", disable=True):
+            seen.append((outer, step))
+            (torch.randn(4, 32) @ w).sum()
+    assert seen == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(r["desc"], r["total"], r["depth"]) for r in records] == [
+        ("inner", 50, 2),
+        ("inner", 50, 2),
+        ("outer", 5, 1),
+    ]
+    assert records[0]["flops_per_iteration"] == 2 * 4 * 32 * 32
+    assert records[-1]["flops_per_iteration"] == 2 * records[0]["flops_per_iteration"]

@@ -18,10 +18,12 @@ Notebooks call :func:`setup` once and size their experiments with :meth:`Runtime
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import random
 import sys
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,6 +84,72 @@ class Runtime:
     def pick(self, *, ci, cpu, gpu):
         """Return the value given for the current profile, e.g. ``rt.pick(ci=64, cpu=512, gpu=4096)``."""
         return {"ci": ci, "cpu": cpu, "gpu": gpu}[self.profile]
+
+    def progress(self, iterable, *, desc: str, total: int | None = None, **tqdm_kwargs):
+        """:func:`progress`: a progress bar with an ETA for every long loop of a chapter."""
+        return progress(iterable, desc=desc, total=total, **tqdm_kwargs)
+
+
+REHEARSAL_ENV = "TINYQWEN_REHEARSAL_LOG"
+REHEARSAL_ITERATIONS = 2
+
+
+def progress(iterable, *, desc: str, total: int | None = None, **tqdm_kwargs):
+    """``tqdm(iterable)`` with a description and an ETA; chapters run every long loop through it.
+
+    With ``$TINYQWEN_REHEARSAL_LOG`` set (``make notebook-times PROFILE=gpu`` on a machine without
+    the GPU), the loop runs only its first REHEARSAL_ITERATIONS iterations and appends, per loop,
+    one JSON line to that file: the loop's size, and per iteration the wall time, the floating
+    point operations and the number of PyTorch operations it ran, from which the time on a GPU
+    is estimated with chapter 8's calculators.
+    """
+    from tqdm.auto import tqdm
+
+    total = (
+        total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)
+    )
+    bar = tqdm(iterable, desc=desc, total=total, dynamic_ncols=True, **tqdm_kwargs)
+    log = os.environ.get(REHEARSAL_ENV)
+    return bar if not log else _rehearse(bar, desc, total, log)
+
+
+def _rehearse(bar, desc: str, total: int | None, log: str):
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import FlopCounterMode
+
+    class OpCounter(TorchDispatchMode):
+        ops = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops += 1
+            return func(*args, **(kwargs or {}))
+
+    depth = _rehearse.depth = getattr(_rehearse, "depth", 0) + 1
+    runs = []
+    try:
+        for i, item in enumerate(bar):
+            if i >= REHEARSAL_ITERATIONS:
+                break
+            flops, ops = FlopCounterMode(display=False), OpCounter()
+            start = time.perf_counter()
+            with flops, ops:
+                yield item
+            runs.append((time.perf_counter() - start, flops.get_total_flops(), ops.ops))
+    finally:
+        _rehearse.depth = depth - 1
+        bar.close()
+        if runs:
+            record = {
+                "desc": desc,
+                "total": total,
+                "depth": depth,
+                "iterations_run": len(runs),
+                "seconds_per_iteration": sum(r[0] for r in runs) / len(runs),
+                "flops_per_iteration": sum(r[1] for r in runs) / len(runs),
+                "ops_per_iteration": sum(r[2] for r in runs) / len(runs),
+            }
+            with open(log, "a") as f:
+                f.write(json.dumps(record) + "\n")
 
 
 def setup(seed: int = 0, *, chapter: str | None = None, verbose: bool = True) -> Runtime:
