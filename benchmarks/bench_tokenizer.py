@@ -87,7 +87,8 @@ def run(quick: bool) -> list[dict]:
     size = sum(len(t.encode()) for t in texts)
     docstring_bytes = sum(len(t.encode()) for t in texts[:n_docstrings])
     distinct = len(pretokenize(texts, QWEN3_PATTERN, [EOT]))
-    name = f"tokenizer: BPE train {size / 1e6:.1f} MB, vocab {vocab}"
+    # Each row's name is unique, so a chapter can quote it: tinyqwen.records.benchmark("tokenizer: ...").
+    name = f"tokenizer: train wall time, {size / 1e6:.1f} MB to vocab {vocab}"
     note = (
         f"{len(texts)} docs: {docstring_bytes / 1e6:.1f} MB stdlib docstrings + "
         f"{(size - docstring_bytes) / 1e6:.1f} MB synthetic stories; "
@@ -121,7 +122,7 @@ def run(quick: bool) -> list[dict]:
     ours_cpu, peer_cpu = cpu["ours"][warmup:], cpu["peer"][warmup:]
     rows.append(
         row(
-            name,
+            f"tokenizer: train CPU time, {size / 1e6:.1f} MB to vocab {vocab}",
             peer_name="HF tokenizers, 1 thread",
             metric="cpu time",
             unit="s",
@@ -139,7 +140,7 @@ def run(quick: bool) -> list[dict]:
     n_hf = sum(len(e.ids) for e in hf.encode_batch(texts))
     rows.append(
         row(
-            f"tokenizer: compression {size / 1e6:.1f} MB, vocab {vocab}",
+            f"tokenizer: compression, {size / 1e6:.1f} MB at vocab {vocab}",
             peer_name="HF tokenizers",
             metric="bytes/token",
             unit="bytes/token",
@@ -173,7 +174,7 @@ def run(quick: bool) -> list[dict]:
     t = compare("encode", python_encode, tiktoken_encode, peer_name="x", repeats=repeats, warmup=0)
     rows.append(
         row(
-            f"tokenizer: encode {size / 1e6:.1f} MB",
+            f"tokenizer: encode throughput, {size / 1e6:.1f} MB",
             ours_name="tinyqwen Python encode()",
             peer_name="to_tiktoken().encode",
             metric="throughput",
@@ -190,7 +191,7 @@ def run(quick: bool) -> list[dict]:
     peer_rate = [n_ours / c for c in encode_cpu["peer"]]
     rows.append(
         row(
-            f"tokenizer: encode {size / 1e6:.1f} MB",
+            f"tokenizer: encode CPU throughput, {size / 1e6:.1f} MB",
             ours_name="tinyqwen Python encode()",
             peer_name="to_tiktoken().encode",
             metric="cpu throughput",
