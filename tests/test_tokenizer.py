@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import socket
 from collections import Counter
 from itertools import pairwise
+from pathlib import Path
 
 import pytest
 import tiktoken
@@ -73,7 +75,7 @@ def test_pair_counts_and_merge_pair_by_hand():
 
 
 def test_pretokenize_splits_like_qwen():
-    counts = pretokenize("I'm 1234 years  old!\n\n<|endoftext|>Hi", special_tokens=[EOT])
+    counts = pretokenize(["I'm 1234 years  old!\n\n<|endoftext|>Hi"], special_tokens=[EOT])
     assert counts == Counter(
         {
             "I": 1,
@@ -223,6 +225,100 @@ def test_bad_input_raises_value_error(tok):
         tok.encode(b"bytes")
     with pytest.raises(ValueError, match="not byte-level"):
         BPETokenizer({0: b"a"}, [])
+
+
+# ---- bad input: one clear error, the same on every path -------------------------------------
+
+LONE_SURROGATE = "emoji half \ud83d here"  # half of a UTF-16 pair at position 11: no UTF-8 form
+
+
+def test_lone_surrogate_is_refused_alike_by_encode_and_encode_batch(tok):
+    # encode used to raise a raw UnicodeEncodeError while encode_batch (tiktoken) silently
+    # replaced the surrogate by U+FFFD, breaking decode(encode(s)) == s.
+    with pytest.raises(ValueError, match=r"text has a lone surrogate '\\ud83d' at position 11"):
+        tok.encode(LONE_SURROGATE)
+    for fast in (True, False):
+        with pytest.raises(
+            ValueError, match=r"texts\[1\] has a lone surrogate '\\ud83d' at position 11"
+        ):
+            tok.encode_batch(["fine", LONE_SURROGATE], fast=fast)
+    with pytest.raises(ValueError, match=r"texts\[0\] has a lone surrogate"):
+        BPETokenizer.train([LONE_SURROGATE], 300, progress=False)
+    assert tok.decode(tok.encode("\U0001f600")) == "\U0001f600"  # the whole emoji is fine
+
+
+def test_a_single_string_is_not_a_list_of_documents(tok):
+    with pytest.raises(ValueError, match="list of documents, got a single str of length 8"):
+        BPETokenizer.train("ab ab ab", 300, progress=False)
+    with pytest.raises(ValueError, match="list of documents"):
+        tok.encode_batch("hello")  # used to return one list of ids per character
+    with pytest.raises(ValueError, match="list of documents"):
+        pretokenize("hello")
+    with pytest.raises(ValueError, match=r"texts\[1\] must be a str, got bytes"):
+        BPETokenizer.train(["ok", b"bytes"], 300, progress=False)
+    from_generator = BPETokenizer.train((d for d in docs(50)), 300, progress=False)
+    assert from_generator.merges == BPETokenizer.train(docs(50), 300, progress=False).merges
+
+
+def _broken(spec):
+    spec["model"].pop("vocab")
+    return spec
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        (_broken, "model.vocab is missing"),
+        (
+            lambda s: {**s, "model": {**s["model"], "vocab": list(s["model"]["vocab"])}},
+            "model.vocab must be an object",
+        ),
+        (
+            lambda s: {**s, "model": {**s["model"], "merges": {"a": "b"}}},
+            "model.merges must be a list",
+        ),
+        (lambda s: {**s, "model": {**s["model"], "merges": ["a b c"]}}, "model.merges[0] must be"),
+        (lambda s: {**s, "model": [s["model"]]}, "model must be an object"),
+        (lambda s: {k: v for k, v in s.items() if k != "model"}, "model is missing"),
+        (lambda s: {**s, "added_tokens": {"<|endoftext|>": 1}}, "added_tokens must be a list"),
+        (lambda s: {**s, "added_tokens": [{"content": EOT}]}, "added_tokens[0].id is missing"),
+        (
+            lambda s: {**s, "model": {**s["model"], "vocab": {"a": "97"}}},
+            "model.vocab['a'] must be an integer",
+        ),
+        (lambda s: {**s, "pre_tokenizer": [s["pre_tokenizer"]]}, "pre_tokenizer must be an object"),
+        (lambda s: [s], "whole file"),
+    ],
+)
+def test_malformed_tokenizer_json_names_the_file_and_the_field(tok, tmp_path, change, field):
+    # These used to surface as KeyError, AttributeError or TypeError from deep inside the parser.
+    good = tmp_path / "good.json"
+    tok.save(good)
+    bad = tmp_path / "bad.json"
+    bad.write_text(
+        json.dumps(change(json.loads(good.read_text(encoding="utf-8")))), encoding="utf-8"
+    )
+    with pytest.raises(ValueError, match=f"{bad}: .*{re.escape(field)}"):
+        BPETokenizer.from_hf_tokenizer_json(bad)
+
+
+def test_unreadable_tokenizer_json_names_the_file(tmp_path):
+    path = tmp_path / "t.json"
+    path.write_text("{not json", encoding="utf-8")
+    with pytest.raises(ValueError, match=re.escape(str(path))):
+        BPETokenizer.load(path)
+
+
+def test_qwen3_vocabulary_numbers_of_chapter_1():
+    """Chapter 1 explains why Qwen3's embedding has 151,936 rows for 151,669 tokens."""
+    from transformers import Qwen3Config
+
+    assert Qwen3Config().vocab_size == 151_936 and 151_936 % 128 == 0
+    nb = json.loads(
+        (Path(__file__).parent.parent / "notebooks" / "01_tokenization.ipynb").read_text()
+    )
+    source = "".join("".join(c["source"]) for c in nb["cells"])
+    assert "qwen3_tokens = 151_643 + 26" in source and "qwen3_rows = 151_936" in source
 
 
 def test_merges_are_applied_in_rank_order():

@@ -14,20 +14,20 @@ import warnings
 from base64 import b64decode
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from functools import cached_property
 from itertools import pairwise
 from pathlib import Path
 
 import regex
+from fastcore.basics import patch
 from tqdm.auto import tqdm
 
 # Qwen2/Qwen3 pre-tokenization (the "Split" regex in Qwen's tokenizer.json).
 QWEN3_PATTERN = (
-    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"""
-    r"""| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 # GPT-2's pattern (also what Hugging Face's ByteLevel pre-tokenizer uses with use_regex=True).
-GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+GPT2_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
 EOT = "<|endoftext|>"
 
 # %% ../../notebooks/01_tokenization.ipynb #c014
@@ -52,6 +52,29 @@ def merge_pair(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
     return out
 
 # %% ../../notebooks/01_tokenization.ipynb #c018
+def _require_text(text, where: str) -> None:
+    """ValueError unless `text` is a str with a UTF-8 form, naming where the problem is."""
+    if not isinstance(text, str):
+        raise ValueError(f"{where} must be a str, got {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:  # a lone surrogate: half of a UTF-16 pair, not a character
+        raise ValueError(
+            f"{where} has a lone surrogate {text[e.start]!r} at position {e.start}; it is not a "
+            "character and has no UTF-8 bytes, so clean the text before tokenizing it"
+        ) from None
+
+
+def _documents(texts: Iterable[str], what: str = "texts") -> Iterable[str]:
+    """`texts` itself, unless it is a bare str: iterating one gives characters, not documents."""
+    if isinstance(texts, (str, bytes)):
+        raise ValueError(
+            f"{what} must be a list of documents, got a single {type(texts).__name__} of length "
+            f"{len(texts)}; wrap one document in a list: [text]"
+        )
+    return texts
+
+
 def _special_splitter(special_tokens: Iterable[str]):
     """A function text -> [text, special, text, ..., special, text]; None when there are no specials."""
     specials = sorted(special_tokens, key=len, reverse=True)  # longest first, if one is a prefix of another
@@ -61,24 +84,25 @@ def _special_splitter(special_tokens: Iterable[str]):
 
 
 def pretokenize(
-    texts: str | Iterable[str],
+    texts: Iterable[str],
     pattern: str = QWEN3_PATTERN,
     special_tokens: Iterable[str] = (),
     *,
     progress: bool = False,
 ) -> Counter:
-    """Count the pre-tokens (regex matches of `pattern`) in `texts`: {pre-token: occurrences}.
+    """Count the pre-tokens (regex matches of `pattern`) in the documents `texts`.
 
-    Special tokens are cut out first, so no pre-token (and later no merge) ever spans one.
+    Returns {pre-token: occurrences}. Special tokens are cut out first, so no pre-token (and
+    later no merge) ever spans one.
     """
-    if isinstance(texts, str):
-        texts = [texts]
     findall = regex.compile(pattern).findall
     split = _special_splitter(special_tokens)
     counts = Counter()
-    for text in tqdm(texts, desc="pre-tokenize", unit=" docs", disable=not progress):
-        for k, part in enumerate(split(text) if split else [text]):
-            if k % 2 == 0:  # odd parts are the special tokens themselves
+    docs = tqdm(_documents(texts), desc="pre-tokenize", unit=" docs", disable=not progress)
+    for k, text in enumerate(docs):
+        _require_text(text, f"texts[{k}]")
+        for j, part in enumerate(split(text) if split else [text]):
+            if j % 2 == 0:  # odd parts are the special tokens themselves
                 counts.update(findall(part))
     return counts
 
@@ -108,7 +132,7 @@ def _merge_in_word(ids: list[int], pair: tuple[int, int], new_id: int, n: int, p
         i += 1
     return born
 
-
+# %% ../../notebooks/01_tokenization.ipynb #c021b
 def train_bpe(word_counts: dict[str, int], n_merges: int, *, progress: bool = False) -> list[tuple[int, int]]:
     """Learn up to `n_merges` BPE merges from pre-token counts {pre-token: count}.
 
@@ -189,7 +213,7 @@ def bytes_to_unicode() -> dict[int, str]:
             extra += 1
     return out
 
-
+# %% ../../notebooks/01_tokenization.ipynb #c027b
 def read_tiktoken_file(path: str | os.PathLike) -> dict[bytes, int]:
     """Read a `.tiktoken` rank file: one `<base64 token> <rank>` per line."""
     ranks = {}
@@ -225,26 +249,52 @@ def merges_from_ranks(ranks: dict[bytes, int]) -> list[tuple[int, int]]:
         merges.append((ranks[parts[0]], ranks[parts[1]]))
     return merges
 
+# %% ../../notebooks/01_tokenization.ipynb #c027d
+_MISSING = object()
+_JSON_TYPES = {dict: "an object {...}", list: "a list [...]", str: "a string", int: "an integer"}
+
+
+def _expect(value, kind: type, field: str):
+    """`value`, a field of a tokenizer.json, if it has JSON type `kind`; else a ValueError naming the field."""
+    if value is _MISSING:
+        raise ValueError(f"field {field} is missing")
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise ValueError(f"field {field} must be {_JSON_TYPES[kind]}, got {type(value).__name__} {shown}")
+    return value
+
 
 def _pattern_from_hf(pre: dict | None) -> str:
     """The pre-tokenization regex of a byte-level tokenizer.json `pre_tokenizer`."""
-    steps = pre.get("pretokenizers", []) if pre and pre.get("type") == "Sequence" else [pre]
-    kinds = [s.get("type") if s else None for s in steps]
-    last = steps[-1] if steps else None
+    if pre is not None:
+        _expect(pre, dict, "pre_tokenizer")
+    if pre and pre.get("type") == "Sequence":
+        steps = _expect(pre.get("pretokenizers", _MISSING), list, "pre_tokenizer.pretokenizers")
+        for k, step in enumerate(steps):
+            _expect(step, dict, f"pre_tokenizer.pretokenizers[{k}]")
+    else:
+        steps = [pre] if pre else []
+    kinds = [s.get("type") for s in steps]
+    last = steps[-1] if steps else {}
     if kinds[-1:] != ["ByteLevel"] or last.get("add_prefix_space"):
         raise ValueError(f"unsupported pre_tokenizer {pre!r}: need ByteLevel last, without add_prefix_space")
     if kinds == ["ByteLevel"] and last.get("use_regex", True):
         return GPT2_PATTERN
     if kinds == ["Split", "ByteLevel"] and not last.get("use_regex", True):
-        split = steps[0]
-        if "Regex" in split["pattern"] and split.get("behavior") == "Isolated" and not split.get("invert"):
-            return split["pattern"]["Regex"]
+        split, pattern = steps[0], steps[0].get("pattern")
+        if (isinstance(pattern, dict) and isinstance(pattern.get("Regex"), str)
+                and split.get("behavior") == "Isolated" and not split.get("invert")):
+            return pattern["Regex"]
     raise ValueError(f"unsupported pre_tokenizer {pre!r}")
 
-
+# %% ../../notebooks/01_tokenization.ipynb #c027e
 def parse_hf_tokenizer_json(spec: dict) -> dict:
-    """The parts of a byte-level BPE tokenizer.json, as keyword arguments of BPETokenizer."""
-    model = spec.get("model") or {}
+    """The parts of a byte-level BPE tokenizer.json, as keyword arguments of BPETokenizer.
+
+    A missing vocabulary or a field of the wrong JSON type is a ValueError naming the field.
+    """
+    _expect(spec, dict, "(the whole file)")
+    model = _expect(spec.get("model", _MISSING), dict, "model")
     if model.get("type") != "BPE":
         raise ValueError(f"model type {model.get('type')!r} is not BPE")
     for key in ("dropout", "continuing_subword_prefix", "end_of_word_suffix", "byte_fallback"):
@@ -253,28 +303,35 @@ def parse_hf_tokenizer_json(spec: dict) -> dict:
     normalizer = spec.get("normalizer")
     if normalizer not in (None, {"type": "NFC"}):
         raise ValueError(f"unsupported normalizer {normalizer!r}")
-    byte_of = {c: b for b, c in bytes_to_unicode().items()}
-    added = {t["content"]: t["id"] for t in spec.get("added_tokens", [])}
+    model_vocab = _expect(model.get("vocab", _MISSING), dict, "model.vocab")
+    added = {}
+    for k, t in enumerate(_expect(spec.get("added_tokens") or [], list, "added_tokens")):
+        _expect(t, dict, f"added_tokens[{k}]")
+        content = _expect(t.get("content", _MISSING), str, f"added_tokens[{k}].content")
+        added[content] = _expect(t.get("id", _MISSING), int, f"added_tokens[{k}].id")
     added_ids = set(added.values())
+    byte_of = {c: b for b, c in bytes_to_unicode().items()}
     vocab = {}
-    for token, i in model["vocab"].items():
-        if i in added_ids:  # special tokens may also be listed in the vocab; they stay special
+    for token, i in model_vocab.items():
+        if _expect(i, int, f"model.vocab[{token!r}]") in added_ids:  # specials may be listed here too
             continue
         if any(c not in byte_of for c in token):
             raise ValueError(f"token {token!r} is not byte-level")
         vocab[i] = bytes(byte_of[c] for c in token)
     merges = []
-    for m in model.get("merges", []):
-        left, right = m.split(" ") if isinstance(m, str) else m
-        if left not in model["vocab"] or right not in model["vocab"]:
+    for k, m in enumerate(_expect(model.get("merges", []), list, "model.merges")):
+        pair = m.split(" ") if isinstance(m, str) else m
+        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
+            raise ValueError(f"field model.merges[{k}] must be \"left right\" or [left, right], got {m!r}")
+        if pair[0] not in model_vocab or pair[1] not in model_vocab:
             raise ValueError(f"merge {m!r} uses a token that is not in the vocab")
-        merges.append((model["vocab"][left], model["vocab"][right]))
+        merges.append((model_vocab[pair[0]], model_vocab[pair[1]]))
     return dict(
         vocab=vocab, merges=merges, special_tokens=added, pattern=_pattern_from_hf(spec.get("pre_tokenizer")),
         normalizer=normalizer and normalizer["type"], ignore_merges=bool(model.get("ignore_merges")),
     )
 
-
+# %% ../../notebooks/01_tokenization.ipynb #c027g
 def hf_tokenizer_json(tok) -> dict:
     """A Hugging Face tokenizer.json dict for BPETokenizer `tok` (Qwen's layout: Split + ByteLevel)."""
     char = bytes_to_unicode()
@@ -359,179 +416,213 @@ class BPETokenizer:
         self._findall = regex.compile(pattern).findall
         self._splitters = {}  # frozenset of allowed special tokens -> splitter
         self._cache = {}  # pre-token -> ids
-        self._tiktoken = None
+        self._tiktoken = None  # the equivalent tiktoken.Encoding, built on first use
 
-    @property
-    def vocab_size(self) -> int:
-        """One more than the largest id: the number of rows an embedding table needs."""
-        return max([*self.vocab, *self.special_tokens.values()]) + 1
+# %% ../../notebooks/01_tokenization.ipynb #c029a
+@patch(as_prop=True)
+def vocab_size(self: BPETokenizer) -> int:
+    """One more than the largest id: the number of rows an embedding table needs."""
+    return max([*self.vocab, *self.special_tokens.values()]) + 1
 
-    @property
-    def eot_id(self) -> int:
-        """The id of <|endoftext|>, the separator between documents."""
-        if EOT not in self.special_tokens:
-            raise ValueError(f"this tokenizer has no {EOT} token; its special tokens are {list(self.special_tokens)}")
-        return self.special_tokens[EOT]
 
-    def __repr__(self):
-        return (f"BPETokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)}, "
-                f"special_tokens={list(self.special_tokens)})")
+@patch(as_prop=True)
+def eot_id(self: BPETokenizer) -> int:
+    """The id of <|endoftext|>, the separator between documents."""
+    if EOT not in self.special_tokens:
+        raise ValueError(f"this tokenizer has no {EOT} token; its special tokens are {list(self.special_tokens)}")
+    return self.special_tokens[EOT]
 
-    @classmethod
-    def train(
-        cls,
-        texts: str | Iterable[str],
-        vocab_size: int,
-        *,
-        special_tokens: Iterable[str] = (EOT,),
-        pattern: str = QWEN3_PATTERN,
-        progress: bool = True,
-    ) -> "BPETokenizer":
-        """Train on a string or an iterable of documents; vocab_size counts bytes, merges and specials."""
-        special_tokens = list(special_tokens)
-        if len(set(special_tokens)) != len(special_tokens) or not all(isinstance(s, str) and s for s in special_tokens):
-            raise ValueError(f"special_tokens must be distinct non-empty strings, got {special_tokens!r}")
-        if not isinstance(vocab_size, int) or vocab_size < 256 + len(special_tokens):
-            raise ValueError(f"vocab_size={vocab_size!r} must be an int >= 256 + {len(special_tokens)} special tokens")
-        n_merges = vocab_size - 256 - len(special_tokens)
-        counts = pretokenize(texts, pattern, special_tokens, progress=progress)
-        merges = train_bpe(counts, n_merges, progress=progress)
-        if len(merges) < n_merges:
-            warnings.warn(f"the text ran out of pairs after {len(merges)} of {n_merges} merges; "
-                          f"vocab_size is {256 + len(merges) + len(special_tokens)}", stacklevel=2)
-        vocab = {i: bytes([i]) for i in range(256)}
-        for k, (a, b) in enumerate(merges):
-            vocab[256 + k] = vocab[a] + vocab[b]
-        specials = {s: len(vocab) + k for k, s in enumerate(special_tokens)}
-        return cls(vocab, merges, specials, pattern)
 
-    def _allowed(self, allowed_special) -> frozenset:
-        """The special tokens that encode() may produce: "all", "none" or a set of them."""
-        if isinstance(allowed_special, str):
-            if allowed_special not in ("all", "none"):
-                raise ValueError(f"allowed_special must be 'all', 'none' or a set of special tokens, got {allowed_special!r}")
-            return frozenset(self.special_tokens) if allowed_special == "all" else frozenset()
-        allowed = frozenset(allowed_special)
-        unknown = sorted(allowed - set(self.special_tokens))
-        if unknown:
-            raise ValueError(f"allowed_special names unknown special tokens {unknown}")
-        return allowed
+@patch
+def __repr__(self: BPETokenizer) -> str:
+    return (f"BPETokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)}, "
+            f"special_tokens={list(self.special_tokens)})")
 
-    def _encode_piece(self, piece: str) -> list[int]:
-        """Token ids of one pre-token, memoized (the cache is emptied when it gets large)."""
-        ids = self._cache.get(piece)
-        if ids is None:
-            raw = piece.encode("utf-8")
-            if self.ignore_merges and raw in self.id_of:
-                ids = [self.id_of[raw]]
-            else:
-                ids = bpe_merge_ids([self.byte_ids[b] for b in raw], self.ranks)
-            if len(self._cache) >= 200_000:
-                self._cache.clear()
-            self._cache[piece] = ids
-        return ids
+# %% ../../notebooks/01_tokenization.ipynb #c029d
+@patch(cls_method=True)
+def train(
+    cls: BPETokenizer,
+    texts: Iterable[str],
+    vocab_size: int,
+    *,
+    special_tokens: Iterable[str] = (EOT,),
+    pattern: str = QWEN3_PATTERN,
+    progress: bool = True,
+) -> BPETokenizer:
+    """Train on a list (or any iterable) of documents; vocab_size counts bytes, merges and specials."""
+    texts = _documents(texts)
+    special_tokens = list(special_tokens)
+    if len(set(special_tokens)) != len(special_tokens) or not all(isinstance(s, str) and s for s in special_tokens):
+        raise ValueError(f"special_tokens must be distinct non-empty strings, got {special_tokens!r}")
+    if not isinstance(vocab_size, int) or vocab_size < 256 + len(special_tokens):
+        raise ValueError(f"vocab_size={vocab_size!r} must be an int >= 256 + {len(special_tokens)} special tokens")
+    n_merges = vocab_size - 256 - len(special_tokens)
+    counts = pretokenize(texts, pattern, special_tokens, progress=progress)
+    merges = train_bpe(counts, n_merges, progress=progress)
+    if len(merges) < n_merges:
+        warnings.warn(f"the text ran out of pairs after {len(merges)} of {n_merges} merges; "
+                      f"vocab_size is {256 + len(merges) + len(special_tokens)}", stacklevel=2)
+    vocab = {i: bytes([i]) for i in range(256)}
+    for k, (a, b) in enumerate(merges):
+        vocab[256 + k] = vocab[a] + vocab[b]
+    specials = {s: len(vocab) + k for k, s in enumerate(special_tokens)}
+    return cls(vocab, merges, specials, pattern)
 
-    def encode(self, text: str, allowed_special="all") -> list[int]:
-        """Text -> token ids. allowed_special: "all", "none" (special strings stay plain text) or a set."""
-        if not isinstance(text, str):
-            raise ValueError(f"text must be a str, got {type(text).__name__}")
-        if self.normalizer:
-            text = unicodedata.normalize(self.normalizer, text)
-        allowed = self._allowed(allowed_special)
-        if allowed not in self._splitters:
-            self._splitters[allowed] = _special_splitter(allowed)
-        split = self._splitters[allowed]
-        ids = []
-        for k, part in enumerate(split(text) if split else [text]):
-            if k % 2:
-                ids.append(self.special_tokens[part])
-            else:
-                for piece in self._findall(part):
-                    ids.extend(self._encode_piece(piece))
-        return ids
+# %% ../../notebooks/01_tokenization.ipynb #c029g
+@patch
+def _allowed(self: BPETokenizer, allowed_special) -> frozenset:
+    """The special tokens that encode() may produce: "all", "none" or a set of them."""
+    if isinstance(allowed_special, str):
+        if allowed_special not in ("all", "none"):
+            raise ValueError(f"allowed_special must be 'all', 'none' or a set of special tokens, got {allowed_special!r}")
+        return frozenset(self.special_tokens) if allowed_special == "all" else frozenset()
+    allowed = frozenset(allowed_special)
+    unknown = sorted(allowed - set(self.special_tokens))
+    if unknown:
+        raise ValueError(f"allowed_special names unknown special tokens {unknown}")
+    return allowed
 
-    def encode_batch(self, texts: Iterable[str], allowed_special="all", *, fast: bool = True) -> list[list[int]]:
-        """Encode many texts. fast=True hands the work to the equivalent tiktoken encoding (Rust,
-        multi-threaded) when there is one; the ids are the same as encode()'s."""
-        texts = list(texts)
-        if not fast or self._tiktoken_problem:
-            return [self.encode(t, allowed_special) for t in texts]
-        if self.normalizer:
-            texts = [unicodedata.normalize(self.normalizer, t) for t in texts]
-        allowed = set(self._allowed(allowed_special))
-        return self.to_tiktoken().encode_batch(texts, allowed_special=allowed, disallowed_special=())
 
-    def decode_bytes(self, ids: Iterable[int]) -> bytes:
-        """Token ids -> the raw bytes they stand for."""
-        out = []
-        for i in ids:
-            i = int(i)
-            if i in self.vocab:
-                out.append(self.vocab[i])
-            elif i in self.special_of_id:
-                out.append(self.special_of_id[i].encode("utf-8"))
-            else:
-                raise ValueError(f"unknown token id {i} (vocab_size {self.vocab_size})")
-        return b"".join(out)
+@patch
+def _encode_piece(self: BPETokenizer, piece: str) -> list[int]:
+    """Token ids of one pre-token, memoized (the cache is emptied when it gets large)."""
+    ids = self._cache.get(piece)
+    if ids is None:
+        raw = piece.encode("utf-8")
+        if self.ignore_merges and raw in self.id_of:
+            ids = [self.id_of[raw]]
+        else:
+            ids = bpe_merge_ids([self.byte_ids[b] for b in raw], self.ranks)
+        if len(self._cache) >= 200_000:
+            self._cache.clear()
+        self._cache[piece] = ids
+    return ids
 
-    def decode(self, ids: Iterable[int]) -> str:
-        """Token ids -> text (byte sequences that are not valid UTF-8 become U+FFFD)."""
-        return self.decode_bytes(ids).decode("utf-8", errors="replace")
 
-    @cached_property
-    def _tiktoken_problem(self) -> str | None:
-        """Why tiktoken cannot reproduce this tokenizer (None when it can)."""
-        merged = [self.ranks[m][1] for m in self.merges]
-        if any(x >= y for x, y in pairwise(merged)):
-            return "merged token ids do not increase with merge rank, and tiktoken's ranks are its ids"
-        if len(set(merged)) != sum(len(b) > 1 for b in self.vocab.values()):
-            return "some multi-byte tokens are not made by any merge"
-        return None
+@patch
+def encode(self: BPETokenizer, text: str, allowed_special="all") -> list[int]:
+    """Text -> token ids. allowed_special: "all", "none" (special strings stay plain text) or a set.
 
-    def to_tiktoken(self, name: str = "tinyqwen"):
-        """An equivalent tiktoken.Encoding: same ranks (= ids), pattern and special tokens.
+    A lone surrogate (a str with no UTF-8 form) is a ValueError naming its position.
+    """
+    _require_text(text, "text")
+    if self.normalizer:
+        text = unicodedata.normalize(self.normalizer, text)
+    allowed = self._allowed(allowed_special)
+    if allowed not in self._splitters:
+        self._splitters[allowed] = _special_splitter(allowed)
+    split = self._splitters[allowed]
+    ids = []
+    for k, part in enumerate(split(text) if split else [text]):
+        if k % 2:
+            ids.append(self.special_tokens[part])
+        else:
+            for piece in self._findall(part):
+                ids.extend(self._encode_piece(piece))
+    return ids
 
-        tiktoken merges the adjacent pair whose concatenation has the lowest rank; for
-        vocabularies made by BPE training that is the pair encode() merges. tiktoken has no
-        normalizer: NFC-normalize the text first if `normalizer` is set.
-        """
-        import tiktoken
+# %% ../../notebooks/01_tokenization.ipynb #c029j
+@patch
+def decode_bytes(self: BPETokenizer, ids: Iterable[int]) -> bytes:
+    """Token ids -> the raw bytes they stand for."""
+    out = []
+    for i in ids:
+        i = int(i)
+        if i in self.vocab:
+            out.append(self.vocab[i])
+        elif i in self.special_of_id:
+            out.append(self.special_of_id[i].encode("utf-8"))
+        else:
+            raise ValueError(f"unknown token id {i} (vocab_size {self.vocab_size})")
+    return b"".join(out)
 
-        if self._tiktoken_problem:
-            raise ValueError(f"cannot convert to tiktoken: {self._tiktoken_problem}")
-        if self._tiktoken is None:
-            self._tiktoken = tiktoken.Encoding(
-                name, pat_str=self.pattern, mergeable_ranks=self.id_of, special_tokens=self.special_tokens
-            )
-        return self._tiktoken
 
-    @classmethod
-    def from_tiktoken(
-        cls,
-        mergeable_ranks_or_path: dict[bytes, int] | str | os.PathLike,
-        pattern: str = QWEN3_PATTERN,
-        special_tokens: dict[str, int] | None = None,
-    ) -> "BPETokenizer":
-        """Load tiktoken ranks ({bytes: rank} or a `.tiktoken` file); the merges are recovered."""
-        ranks = mergeable_ranks_or_path
-        if isinstance(ranks, (str, os.PathLike)):
-            ranks = read_tiktoken_file(ranks)
-        vocab = {rank: token for token, rank in ranks.items()}
-        return cls(vocab, merges_from_ranks(ranks), special_tokens, pattern, ignore_merges=True)
+@patch
+def decode(self: BPETokenizer, ids: Iterable[int]) -> str:
+    """Token ids -> text (byte sequences that are not valid UTF-8 become U+FFFD)."""
+    return self.decode_bytes(ids).decode("utf-8", errors="replace")
 
-    @classmethod
-    def from_hf_tokenizer_json(cls, path: str | os.PathLike) -> "BPETokenizer":
-        """Load a byte-level BPE `tokenizer.json` (the format of Qwen3, GPT-2 and `tokenizers`)."""
-        try:
-            return cls(**parse_hf_tokenizer_json(json.loads(Path(path).read_text(encoding="utf-8"))))
-        except ValueError as e:
-            raise ValueError(f"{path}: {e}") from None
+# %% ../../notebooks/01_tokenization.ipynb #c029m
+@patch
+def _tiktoken_problem(self: BPETokenizer) -> str | None:
+    """Why tiktoken cannot reproduce this tokenizer (None when it can)."""
+    merged = [self.ranks[m][1] for m in self.merges]
+    if any(x >= y for x, y in pairwise(merged)):
+        return "merged token ids do not increase with merge rank, and tiktoken's ranks are its ids"
+    if len(set(merged)) != sum(len(b) > 1 for b in self.vocab.values()):
+        return "some multi-byte tokens are not made by any merge"
+    return None
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write a Hugging Face `tokenizer.json`: JSON, human-readable, and `tokenizers` can load it."""
-        Path(path).write_text(json.dumps(hf_tokenizer_json(self), ensure_ascii=False, indent=1), encoding="utf-8")
 
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> "BPETokenizer":
-        """Read a tokenizer written by save() (or any byte-level BPE tokenizer.json)."""
-        return cls.from_hf_tokenizer_json(path)
+@patch
+def to_tiktoken(self: BPETokenizer, name: str = "tinyqwen"):
+    """An equivalent tiktoken.Encoding: same ranks (= ids), pattern and special tokens.
+
+    tiktoken merges the adjacent pair whose concatenation has the lowest rank; for
+    vocabularies made by BPE training that is the pair encode() merges. tiktoken has no
+    normalizer: NFC-normalize the text first if `normalizer` is set.
+    """
+    import tiktoken
+
+    if self._tiktoken is None:
+        problem = self._tiktoken_problem()
+        if problem:
+            raise ValueError(f"cannot convert to tiktoken: {problem}")
+        self._tiktoken = tiktoken.Encoding(
+            name, pat_str=self.pattern, mergeable_ranks=self.id_of, special_tokens=self.special_tokens
+        )
+    return self._tiktoken
+
+
+@patch
+def encode_batch(self: BPETokenizer, texts: Iterable[str], allowed_special="all", *, fast: bool = True) -> list[list[int]]:
+    """Encode a list of documents; the ids (and the errors) are encode()'s.
+
+    fast=True hands the work to the equivalent tiktoken encoding (Rust, multi-threaded) when there
+    is one. A bare str is refused (it would be encoded character by character).
+    """
+    texts = list(_documents(texts))
+    for k, text in enumerate(texts):
+        _require_text(text, f"texts[{k}]")
+    if not fast or (self._tiktoken is None and self._tiktoken_problem()):
+        return [self.encode(t, allowed_special) for t in texts]
+    if self.normalizer:
+        texts = [unicodedata.normalize(self.normalizer, t) for t in texts]
+    allowed = set(self._allowed(allowed_special))
+    return self.to_tiktoken().encode_batch(texts, allowed_special=allowed, disallowed_special=())
+
+# %% ../../notebooks/01_tokenization.ipynb #c029p
+@patch(cls_method=True)
+def from_tiktoken(
+    cls: BPETokenizer,
+    mergeable_ranks_or_path: dict[bytes, int] | str | os.PathLike,
+    pattern: str = QWEN3_PATTERN,
+    special_tokens: dict[str, int] | None = None,
+) -> BPETokenizer:
+    """Load tiktoken ranks ({bytes: rank} or a `.tiktoken` file); the merges are recovered."""
+    ranks = mergeable_ranks_or_path
+    if isinstance(ranks, (str, os.PathLike)):
+        ranks = read_tiktoken_file(ranks)
+    vocab = {rank: token for token, rank in ranks.items()}
+    return cls(vocab, merges_from_ranks(ranks), special_tokens, pattern, ignore_merges=True)
+
+
+@patch(cls_method=True)
+def from_hf_tokenizer_json(cls: BPETokenizer, path: str | os.PathLike) -> BPETokenizer:
+    """Load a byte-level BPE `tokenizer.json` (the format of Qwen3, GPT-2 and `tokenizers`)."""
+    try:
+        return cls(**parse_hf_tokenizer_json(json.loads(Path(path).read_text(encoding="utf-8"))))
+    except ValueError as e:  # also malformed JSON and bad UTF-8: say which file
+        raise ValueError(f"{path}: {e}") from None
+
+
+@patch
+def save(self: BPETokenizer, path: str | os.PathLike) -> None:
+    """Write a Hugging Face `tokenizer.json`: JSON, human-readable, and `tokenizers` can load it."""
+    Path(path).write_text(json.dumps(hf_tokenizer_json(self), ensure_ascii=False, indent=1), encoding="utf-8")
+
+
+@patch(cls_method=True)
+def load(cls: BPETokenizer, path: str | os.PathLike) -> BPETokenizer:
+    """Read a tokenizer written by save() (or any byte-level BPE tokenizer.json)."""
+    return cls.from_hf_tokenizer_json(path)
