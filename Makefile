@@ -16,6 +16,7 @@ help:
 	@echo "make lint    ruff on the package, tests and benchmarks"
 	@echo "make student       student editions of every chapter in dist/student/"
 	@echo "make book-student  the book with solutions removed, in _build/student-src/_build/html"
+	@echo "make student-branch DIR=...  the repository with student editions, as branch student has it"
 	@echo "make bench         every benchmark, results in benchmarks/results/latest.{json,md}"
 	@echo "make bench-quick   a smaller run (under 5 minutes on 2 CPU cores)"
 
@@ -39,8 +40,14 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	TINYQWEN_PROFILE=ci HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -ra -m "not notebook and not browser" $(PYTEST_ARGS)
 
+OFFLINE := TINYQWEN_PROFILE=ci HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE
+
+# The published book: built from a staged copy of the sources whose chapters have their hidden
+# tests removed (solutions stay, collapsed), executed there under the ci profile. The HTML lands
+# in _build/html, the execution cache in _build/.jupyter_cache, MathJax (npm) in _build/vendor.
 book: $(STAMP)
-	TINYQWEN_PROFILE=ci HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/jupyter-book build . $(BOOK_FLAGS)
+	$(PY) -m tinyqwen.course stage-book --out _build/book-src
+	$(OFFLINE) $(VENV)/bin/jupyter-book build _build/book-src --path-output . $(BOOK_FLAGS)
 
 book-clean:
 	rm -rf _build
@@ -53,14 +60,19 @@ lint: $(STAMP)
 clean:
 	rm -rf _build dist .pytest_cache
 
-.PHONY: student book-student bench bench-quick
+.PHONY: student book-student student-branch bench bench-quick
 student: $(STAMP)
 	$(PY) -m tinyqwen.course student notebooks/[0-9][0-9]_*.ipynb --out dist/student
 
 book-student: $(STAMP)
 	$(PY) -m tinyqwen.course stage-student-book --out _build/student-src
-	TINYQWEN_PROFILE=ci HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/jupyter-book build _build/student-src $(BOOK_FLAGS)
+	$(OFFLINE) $(VENV)/bin/jupyter-book build _build/student-src $(BOOK_FLAGS)
 	@echo "student book: _build/student-src/_build/html/index.html"
+
+# The tree that branch `student` carries (the publish workflow commits and force-pushes it).
+DIR ?= _build/student-branch
+student-branch: $(STAMP)
+	$(PY) -m tinyqwen.course stage-student-branch --out $(DIR)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run

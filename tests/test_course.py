@@ -136,3 +136,131 @@ def test_instructor_guide_lists_every_exercise_with_its_points():
         f"book/instructors.md is out of date: missing {sorted(actual - listed)[:5]}, "
         f"stale {sorted(listed - actual)[:5]} (regenerate it: python -m tinyqwen.course exercise-table notebooks/[0-9][0-9]_*.ipynb)"
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Staging: a command replaces only a folder it made itself, and only once the new one is complete
+# --------------------------------------------------------------------------------------------
+
+
+def _siblings(folder):
+    """Temporary folders a staging run left beside ``folder``."""
+    return sorted(p.name for p in folder.parent.glob(f".{folder.name}.*"))
+
+
+def test_staging_refuses_a_folder_it_did_not_make(tmp_path, capsys):
+    """The old stage-student-book emptied --out before checking anything: a user's folder was
+    lost. Now the folder and its files survive and the message names the folder."""
+    from tinyqwen.course import main
+
+    mine = tmp_path / "my-notes"
+    mine.mkdir()
+    (mine / "thesis.md").write_text("weeks of work")
+    for cmd in ("stage-student-book", "stage-book", "stage-student-branch"):
+        assert main([cmd, "--out", str(mine)]) == 2
+        err = capsys.readouterr().err
+        assert str(mine) in err and "not made by tinyqwen.course" in err
+    assert sorted(p.name for p in mine.iterdir()) == ["thesis.md"]
+    assert (mine / "thesis.md").read_text() == "weeks of work"
+    assert not _siblings(mine)
+
+
+def test_staging_replaces_only_its_own_folder_once_the_new_one_is_complete(tmp_path):
+    from tinyqwen.course import STAGE_MARKER, made_by_course, stage_folder
+
+    dest = tmp_path / "stage"
+
+    def fill(text):
+        def write(folder):
+            (folder / "page.txt").write_text(text)
+
+        return write
+
+    stage_folder(dest, fill("first"))
+    assert made_by_course(dest) and (dest / "page.txt").read_text() == "first"
+    (dest / "leftover.txt").write_text("from the first run")
+
+    def broken(folder):
+        (folder / "page.txt").write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        stage_folder(dest, broken)
+    assert (dest / "page.txt").read_text() == "first", "a failed stage must not touch the old one"
+    assert not _siblings(dest), "a failed stage removes its own half-made folder"
+
+    stage_folder(dest, fill("second"))
+    assert sorted(p.name for p in dest.iterdir()) == sorted([STAGE_MARKER, "page.txt"])
+    assert (dest / "page.txt").read_text() == "second"
+    assert not _siblings(dest)
+
+    (dest / STAGE_MARKER).unlink()  # no longer ours: refused from now on
+    from tinyqwen.course import StagingRefused
+
+    with pytest.raises(StagingRefused, match=str(dest)):
+        stage_folder(dest, fill("third"))
+    assert (dest / "page.txt").read_text() == "second"
+
+
+def test_staging_never_copies_a_folder_into_itself(tmp_path):
+    from tinyqwen.course import StagingRefused, stage_book, stage_student_branch
+
+    from conftest import ROOT
+
+    with pytest.raises(StagingRefused, match="copied into it"):
+        stage_book(ROOT, ROOT / "book" / "staged")
+    with pytest.raises(StagingRefused, match="holds"):
+        stage_student_branch(ROOT, ROOT.parent)
+    assert not (ROOT / "book" / "staged").exists()
+
+
+def test_staged_book_editions(tmp_path):
+    """The published book keeps solutions and drops hidden tests; the student book drops both."""
+    import yaml
+
+    from tinyqwen.course import BEGIN_HIDDEN, made_by_course, stage_book
+
+    from conftest import ROOT
+
+    reader = stage_book(ROOT, tmp_path / "reader")
+    student = stage_book(ROOT, tmp_path / "student", student=True)
+    for folder in (reader, student):
+        assert made_by_course(folder)
+        assert sorted(p.name for p in (folder / "notebooks").glob("*.ipynb")) == [
+            p.name for p in chapter_notebooks()
+        ]
+        config = yaml.safe_load((folder / "_config.yml").read_text())
+        assert config["execute"]["cache"] == str(ROOT / "_build" / ".jupyter_cache")
+        assert config["sphinx"]["config"]["offline_vendor_dir"] == str(ROOT / "_build" / "vendor")
+    for path in chapter_notebooks():
+        original = read_nb(path)
+        shown, unsolved = (
+            read_nb(reader / "notebooks" / path.name),
+            read_nb(student / "notebooks" / path.name),
+        )
+        assert not any(BEGIN_HIDDEN in c.source for c in shown.cells + unsolved.cells)
+        for orig, r, s in zip(original.cells, shown.cells, unsolved.cells, strict=True):
+            if is_solution(orig):
+                assert r.source == orig.source and "hide-input" in r.metadata.get("tags", [])
+                assert BEGIN_SOLUTION not in s.source
+            if is_graded(orig):
+                assert "raises-exception" in s.metadata["tags"]
+    assert not yaml.safe_load((reader / "_config.yml").read_text())["sphinx"]["config"][
+        "hide_solutions"
+    ]
+    assert yaml.safe_load((student / "_config.yml").read_text())["sphinx"]["config"][
+        "hide_solutions"
+    ]
+
+
+def test_extra_cells_leave_the_executed_notebook_alone():
+    """execute(..., extra=...) used to store every extra cell over the notebook's last cell."""
+    from pathlib import Path
+
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+    nb = new_notebook(cells=[new_code_cell("x = 1"), new_markdown_cell("## Summary")])
+    extra = [new_code_cell("print(x + 1)"), new_code_cell("raise ValueError('probe')")]
+    execute(nb, Path.cwd(), extra=extra)
+    assert [c.source for c in nb.cells] == ["x = 1", "## Summary"]
+    assert extra[0].outputs[0]["text"] == "2\n" and extra[1].outputs[0]["ename"] == "ValueError"

@@ -3,10 +3,13 @@
 
     python -m tinyqwen.course check notebooks/01_tokenization.ipynb   # what a chapter lacks
     python -m tinyqwen.course student notebooks/*.ipynb --out dist/student
+    python -m tinyqwen.course stage-book --out _build/book-src       # make book builds it
+    python -m tinyqwen.course stage-student-branch --out DIR         # the student branch's tree
     python -m tinyqwen.course grade submissions/ --csv grades.csv --json grades.json
 
 ``student`` writes the student edition with nbgrader's own preprocessors (solutions replaced by
-``raise NotImplementedError()``, hidden tests removed, outputs cleared). ``grade`` is
+``raise NotImplementedError()``, hidden tests removed, outputs cleared). Staging commands make
+their output folder anew and replace only a folder they made themselves. ``grade`` is
 ``tinyqwen.grading``: it grades untrusted submissions, each in its own sandbox.
 """
 
@@ -481,7 +484,19 @@ def student_edition(nb):
     return nb
 
 
+def reader_edition(nb):
+    """A copy of instructor notebook ``nb`` as the published book shows it: hidden tests removed
+    (nbgrader's ClearHiddenTests), solutions and outputs kept. Solution cells stay collapsed in
+    the book by their ``hide-input`` tag."""
+    from nbgrader.preprocessors import ClearHiddenTests
+
+    nb, _ = ClearHiddenTests().preprocess(copy.deepcopy(nb), {})
+    return nb
+
+
 def write_student_editions(paths: list[Path], out_dir: Path) -> list[Path]:
+    """Write the student edition of each notebook into ``out_dir`` (same file names); files of
+    other names in ``out_dir`` are left alone."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for path in paths:
@@ -491,36 +506,213 @@ def write_student_editions(paths: list[Path], out_dir: Path) -> list[Path]:
     return written
 
 
-def stage_student_book(root: Path, dest: Path) -> Path:
-    """Copy the book's sources to ``dest`` with every chapter replaced by its student edition.
+# --------------------------------------------------------------------------------------------
+# Staged folders: built complete beside their destination, swapped in, and only ever replacing
+# a folder that this module made (it carries STAGE_MARKER)
+# --------------------------------------------------------------------------------------------
 
-    Graded check cells are tagged ``raises-exception`` (they fail without solutions) and
-    ``remove-output``, and sphinx-exercise's ``hide_solutions`` is switched on. Build the result
-    with ``jupyter-book build dest`` (``make book-student`` does both).
+STAGE_MARKER = ".tinyqwen-staged"
+_MARKER_TEXT = (
+    "made by tinyqwen.course: a staged copy that the next staging command replaces as a whole.\n"
+    "Do not keep your own files in this folder.\n"
+)
+
+
+class StagingRefused(Exception):
+    """A staging command would have to replace a folder that it did not make."""
+
+
+def made_by_course(folder: Path) -> bool:
+    """Whether ``folder`` carries the marker that a staging command of this module writes."""
+    marker = Path(folder) / STAGE_MARKER
+    try:
+        return marker.is_file() and marker.read_text().startswith("made by tinyqwen.course")
+    except OSError:
+        return False
+
+
+def stage_folder(
+    dest: Path, fill, *, not_inside: tuple[Path, ...] = (), not_around: tuple[Path, ...] = ()
+) -> Path:
+    """Make ``dest`` anew with ``fill(folder)``, never losing anything that was not ours.
+
+    ``fill`` writes into a new sibling folder (``.<name>.staging-*``), which gets STAGE_MARKER
+    first. Only when ``fill`` has returned is ``dest`` swapped for it; an existing ``dest`` is
+    replaced only when it carries the marker (or is an empty folder), otherwise StagingRefused
+    is raised before anything is written. When ``fill`` fails, its half-made folder (which we
+    created) is removed and ``dest`` is untouched. ``dest`` may not be or lie inside a folder
+    of ``not_inside`` (what ``fill`` copies recursively), nor be or contain one of
+    ``not_around`` (the source itself).
+    """
+    import shutil
+    import tempfile
+
+    dest = Path(dest).absolute()
+    for src in map(Path.absolute, map(Path, not_inside)):
+        if dest.is_relative_to(src):
+            raise StagingRefused(f"{dest} lies in {src}, which is copied into it")
+    for src in map(Path.absolute, map(Path, not_around)):
+        if src.is_relative_to(dest):
+            raise StagingRefused(f"{dest} holds {src}, the sources it would be staged from")
+    if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
+        raise StagingRefused(f"{dest} exists and is not a folder; refusing to replace it")
+    if dest.exists() and any(dest.iterdir()) and not made_by_course(dest):
+        raise StagingRefused(
+            f"{dest} exists and was not made by tinyqwen.course (it has no {STAGE_MARKER} "
+            "file), so it is left as it is: choose another output folder, or move that one away"
+        )
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    new = Path(tempfile.mkdtemp(prefix=f".{dest.name}.staging-", dir=dest.parent))
+    umask = os.umask(0o022)
+    os.umask(umask)
+    new.chmod(0o777 & ~umask)  # mkdtemp's folder is private; a staged folder is an ordinary one
+    try:
+        (new / STAGE_MARKER).write_text(_MARKER_TEXT)
+        fill(new)
+    except BaseException:
+        shutil.rmtree(new, ignore_errors=True)
+        raise
+    if not dest.exists():
+        new.rename(dest)
+        return dest
+    old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
+    old.rmdir()  # only its unique name is wanted
+    dest.rename(old)
+    try:
+        new.rename(dest)
+    except BaseException:
+        old.rename(dest)
+        shutil.rmtree(new, ignore_errors=True)
+        raise
+    shutil.rmtree(old)
+    return dest
+
+
+# What the book's sources are, besides the chapter notebooks.
+BOOK_SOURCES = ("_toc.yml", "book", "benchmarks/results")
+
+
+def stage_book(
+    root: Path, dest: Path, *, student: bool = False, executed: dict | None = None
+) -> Path:
+    """Stage the book's sources in ``dest`` for ``jupyter-book build``.
+
+    The published book (default) shows each chapter's :func:`reader_edition`: solutions kept
+    (collapsed), hidden tests removed. ``student=True`` stages :func:`student_edition` instead:
+    graded check cells are tagged ``raises-exception`` (they fail without solutions) and
+    ``remove-output``, and sphinx-exercise's ``hide_solutions`` is on. ``executed`` maps a
+    chapter's file name to an already executed instructor notebook to use (reader edition only);
+    execution is then switched off. The staged ``_config.yml`` keeps the execution cache and the
+    MathJax download in ``root/_build``, so restaging does not throw them away.
     """
     import shutil
 
     import yaml
 
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True)
-    for name in ("_toc.yml", "book", "benchmarks/results"):
-        src = root / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / name)
-    config = yaml.safe_load((root / "_config.yml").read_text())
-    config["title"] = config["title"] + " (student edition)"
-    config.setdefault("sphinx", {}).setdefault("config", {})["hide_solutions"] = True
-    (dest / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
-    (dest / "notebooks").mkdir()
-    for path in sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb")):
-        nb = student_edition(nbformat.read(path, as_version=4))
-        for cell in nb.cells:
-            if is_graded(cell):
-                tags = cell.metadata.setdefault("tags", [])
-                tags += [t for t in ("raises-exception", "remove-output") if t not in tags]
-        nbformat.write(nb, dest / "notebooks" / path.name)
-    return dest
+    root = Path(root).absolute()
+    if student and executed:
+        raise ValueError("the student edition clears outputs: stage it from the sources")
+
+    def fill(folder: Path) -> None:
+        for name in BOOK_SOURCES:
+            src = root / name
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (shutil.copytree if src.is_dir() else shutil.copy2)(src, folder / name)
+        config = yaml.safe_load((root / "_config.yml").read_text())
+        execute = config.setdefault("execute", {})
+        execute["cache"] = str(root / "_build" / ".jupyter_cache")
+        sphinx = config.setdefault("sphinx", {}).setdefault("config", {})
+        sphinx["offline_vendor_dir"] = str(root / "_build" / "vendor")
+        if student:
+            config["title"] += " (student edition)"
+            sphinx["hide_solutions"] = True
+        if executed:
+            execute["execute_notebooks"] = "off"
+        (folder / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+        (folder / "notebooks").mkdir()
+        for path in sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+            nb = (executed or {}).get(path.name) or nbformat.read(path, as_version=4)
+            try:
+                nb = student_edition(nb) if student else reader_edition(nb)
+            except RuntimeError as exc:  # nbgrader's complaint names no notebook
+                raise ValueError(f"{path.name}: {exc}") from exc
+            for cell in nb.cells if student else ():
+                if is_graded(cell):
+                    tags = cell.metadata.setdefault("tags", [])
+                    tags += [t for t in ("raises-exception", "remove-output") if t not in tags]
+            nbformat.write(nb, folder / "notebooks" / path.name)
+
+    copied = tuple(root / name for name in (*BOOK_SOURCES, "notebooks"))
+    return stage_folder(dest, fill, not_inside=copied, not_around=(root,))
+
+
+def stage_student_book(root: Path, dest: Path) -> Path:
+    """The book's sources with every chapter replaced by its student edition (``make
+    book-student`` builds it)."""
+    return stage_book(root, dest, student=True)
+
+
+# Left out of the student branch: GitHub refuses workflow files pushed with the workflow's own
+# token, and main's workflows (tests that need the solutions) must not run there.
+NOT_ON_STUDENT_BRANCH = (".github/",)
+STUDENT_README_NOTE = """> **Student edition.** This branch is generated from `main` by the publish workflow: every
+> notebook in `notebooks/` is its student edition (exercises unsolved, checks kept, no hidden
+> tests, no outputs). The package is the same as on `main`. Do not commit here; work on `main`.
+
+"""
+
+
+def tracked_files(root: Path) -> list[str]:
+    """The repository's files as git sees them: tracked, plus untracked ones it does not ignore."""
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=root,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise StagingRefused(
+            f"{root} must be a git checkout to stage the student branch: {exc}"
+        ) from exc
+    return sorted(set(filter(None, out.split("\0"))))
+
+
+def stage_student_branch(root: Path, dest: Path) -> Path:
+    """Stage in ``dest`` the tree that branch STUDENT_BRANCH carries.
+
+    It is the whole repository (git's files, less NOT_ON_STUDENT_BRANCH) with every notebook in
+    ``notebooks/`` replaced by its :func:`student_edition` and a note atop README.md, so Colab
+    opens unsolved chapters and ``pip install git+…@student`` installs the same package as main.
+    The publish workflow commits ``dest`` (without STAGE_MARKER) and force-pushes it.
+    """
+    import shutil
+
+    root, dest = Path(root).absolute(), Path(dest).absolute()
+    files = [
+        f
+        for f in tracked_files(root)
+        if not f.startswith(NOT_ON_STUDENT_BRANCH) and not (root / f).is_relative_to(dest)
+    ]
+
+    def fill(folder: Path) -> None:
+        for rel in files:
+            src, target = root / rel, folder / rel
+            if not (src.exists() or src.is_symlink()):
+                continue  # deleted in the working tree, not yet in git
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if rel.startswith("notebooks/") and rel.endswith(".ipynb") and not src.is_symlink():
+                nbformat.write(student_edition(nbformat.read(src, as_version=4)), target)
+            else:
+                shutil.copy2(src, target, follow_symlinks=False)
+        readme = folder / "README.md"
+        if readme.exists():
+            readme.write_text(STUDENT_README_NOTE + readme.read_text())
+
+    return stage_folder(dest, fill, not_around=(root,))
 
 
 # --------------------------------------------------------------------------------------------
@@ -572,8 +764,15 @@ def execute(
                     )
                 self.seconds = time.perf_counter() - start
                 self.allow_errors = True
-                for cell in extra or []:
-                    await self.async_execute_cell(cell, len(self.nb.cells) - 1, store_history=False)
+                # nbclient stores each executed cell at its index: give the extra cells their
+                # own places after the notebook's, then take them out again
+                n_cells = len(self.nb.cells)
+                self.nb.cells.extend(extra or [])
+                try:
+                    for k, cell in enumerate(extra or []):
+                        await self.async_execute_cell(cell, n_cells + k, store_history=False)
+                finally:
+                    del self.nb.cells[n_cells:]
             return self.nb
 
         execute = run_sync(async_execute)
@@ -646,8 +845,18 @@ def main(argv=None) -> int:
     stu.add_argument("--out", type=Path, default=Path("dist/student"))
     tab = sub.add_parser("exercise-table", help="the exercises table of book/instructors.md")
     tab.add_argument("notebooks", nargs="+", type=Path)
-    stb = sub.add_parser("stage-student-book", help="copy the book sources with student editions")
+    stg = sub.add_parser(
+        "stage-book", help="stage the book's sources (hidden tests removed) for jupyter-book build"
+    )
+    stg.add_argument("--out", type=Path, default=Path("_build/book-src"))
+    stg.add_argument("--student", action="store_true", help="stage the student edition")
+    stb = sub.add_parser("stage-student-book", help="stage-book --student")
     stb.add_argument("--out", type=Path, default=Path("_build/student-src"))
+    sbr = sub.add_parser(
+        "stage-student-branch",
+        help=f"stage the repository as branch {STUDENT_BRANCH!r} carries it (student editions)",
+    )
+    sbr.add_argument("--out", type=Path, default=Path("_build/student-branch"))
     sub.add_parser(
         "grade",
         help="grade untrusted submissions in a sandbox (python -m tinyqwen.course grade --help)",
@@ -666,8 +875,17 @@ def main(argv=None) -> int:
     if args.cmd == "exercise-table":
         print(exercise_table(args.notebooks))
         return 0
-    if args.cmd == "stage-student-book":
-        print(f"staged the student book in {stage_student_book(Path.cwd(), args.out)}")
+    stage = {
+        "stage-book": lambda: stage_book(Path.cwd(), args.out, student=args.student),
+        "stage-student-book": lambda: stage_student_book(Path.cwd(), args.out),
+        "stage-student-branch": lambda: stage_student_branch(Path.cwd(), args.out),
+    }
+    if args.cmd in stage:
+        try:
+            print(f"staged {args.cmd.removeprefix('stage-')} in {stage[args.cmd]()}")
+        except StagingRefused as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         return 0
     bad = 0
     for path in args.notebooks:
