@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import functools
+from pathlib import Path
 
+import nbformat
 import pytest
 import torch
 import torch.nn.functional as F
@@ -20,6 +23,8 @@ from tinyqwen.attention import (
     scaled_dot_product_attention,
 )
 from tinyqwen.rope import rope_cos_sin
+
+NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "03_attention.ipynb"
 
 
 class SmallRMSNorm(nn.Module):
@@ -367,3 +372,48 @@ def test_attention_probs_are_the_weights_forward_uses():
         rebuilt = ours.o_proj((probs @ v).transpose(1, 2).reshape(2, 6, 32))
         with torch.no_grad():
             torch.testing.assert_close(rebuilt, ours(x, attn_mask=mask), rtol=1e-5, atol=1e-5)
+
+
+# --- the module's shape and the chapter's numbers -----------------------------------------------
+
+
+def test_public_api_and_the_methods_added_cell_by_cell():
+    """The chapter builds the class in steps with fastcore's @patch: same API as one class body."""
+    import tinyqwen.attention as module
+
+    assert module.__all__ == [
+        "causal_mask",
+        "attention_weights",
+        "scaled_dot_product_attention",
+        "repeat_kv",
+        "GroupedQueryAttention",
+    ]
+    for method in ("__init__", "_project", "_attend", "forward", "attention_probs", "extra_repr"):
+        assert method in vars(GroupedQueryAttention), method
+    assert GroupedQueryAttention.forward.__qualname__ == "GroupedQueryAttention.forward"
+    assert "(batch, seq, hidden)" in GroupedQueryAttention.forward.__doc__
+
+
+def test_chapter_table_of_released_qwen3_shapes_matches_their_configs():
+    """The chapter's KV-cache table types the released models' config.json values; the presets of
+    tinyqwen.model were copied from the same files."""
+    from tinyqwen.model import PRESETS
+
+    cell = next(
+        c for c in nbformat.read(NOTEBOOK, as_version=4).cells if "released = {" in c.source
+    )
+    table = next(
+        ast.literal_eval(node.value)
+        for node in ast.parse(cell.source).body
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "released"
+    )
+    checked = 0
+    for name, shape in table.items():
+        preset = PRESETS.get(name.lower())
+        if preset is None:
+            continue
+        keys = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads")
+        assert shape == tuple(preset[k] for k in keys), name
+        assert preset["head_dim"] == 128, name  # the table's stated head_dim
+        checked += 1
+    assert checked >= 3, f"only {checked} of the chapter's models have a preset to compare with"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from fastcore.basics import patch
 from torch import nn
 
 from .rope import apply_rope, rope_cos_sin
@@ -38,7 +39,7 @@ def causal_mask(q_len: int, k_len: int, device=None) -> torch.Tensor:
         raise ValueError(f"a causal mask needs q_len <= k_len, got q_len={q_len}, k_len={k_len}")
     return torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril(diagonal=k_len - q_len)
 
-
+# %% ../../notebooks/03_attention.ipynb #c011b
 def attention_weights(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -68,7 +69,7 @@ def attention_weights(
         scores = scores.masked_fill(~mask, float("-inf"))
     return torch.softmax(scores.float(), dim=-1).to(q.dtype)
 
-
+# %% ../../notebooks/03_attention.ipynb #c011c
 def scaled_dot_product_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -115,6 +116,31 @@ def _positive_int(name: str, value) -> int:
     return value
 
 
+def _check_gqa_config(hidden_size, num_heads, num_kv_heads, head_dim, rope_theta, layer_idx) -> int:
+    """Validate GroupedQueryAttention's arguments; returns head_dim (default hidden_size // num_heads)."""
+    _positive_int("hidden_size", hidden_size)
+    _positive_int("num_heads", num_heads)
+    _positive_int("num_kv_heads", num_kv_heads)
+    if num_heads % num_kv_heads:
+        raise ValueError(
+            f"num_heads={num_heads} must be a multiple of num_kv_heads={num_kv_heads} "
+            "(each key/value head serves a whole group of query heads)"
+        )
+    if head_dim is None:
+        if hidden_size % num_heads:
+            raise ValueError(
+                f"hidden_size={hidden_size} is not divisible by num_heads={num_heads}; pass head_dim explicitly"
+            )
+        head_dim = hidden_size // num_heads
+    if _positive_int("head_dim", head_dim) % 2:
+        raise ValueError(f"head_dim must be even for RoPE (features rotate in pairs), got {head_dim}")
+    if not float(rope_theta) > 0:
+        raise ValueError(f"rope_theta must be positive, got {rope_theta!r}")
+    if isinstance(layer_idx, bool) or not isinstance(layer_idx, int) or layer_idx < 0:
+        raise ValueError(f"layer_idx must be a non-negative int, got {layer_idx!r}")
+    return head_dim
+
+# %% ../../notebooks/03_attention.ipynb #c019b
 class GroupedQueryAttention(nn.Module):
     """Qwen3's attention block: projections, per-head QK-norm, RoPE, (cache), GQA, output projection.
 
@@ -137,28 +163,7 @@ class GroupedQueryAttention(nn.Module):
         layer_idx: int = 0,
     ):
         super().__init__()
-        _positive_int("hidden_size", hidden_size)
-        _positive_int("num_heads", num_heads)
-        _positive_int("num_kv_heads", num_kv_heads)
-        if num_heads % num_kv_heads:
-            raise ValueError(
-                f"num_heads={num_heads} must be a multiple of num_kv_heads={num_kv_heads} "
-                "(each key/value head serves a whole group of query heads)"
-            )
-        if head_dim is None:
-            if hidden_size % num_heads:
-                raise ValueError(
-                    f"hidden_size={hidden_size} is not divisible by num_heads={num_heads}; pass head_dim explicitly"
-                )
-            head_dim = hidden_size // num_heads
-        if _positive_int("head_dim", head_dim) % 2:
-            raise ValueError(
-                f"head_dim must be even for RoPE (features rotate in pairs), got {head_dim}"
-            )
-        if not float(rope_theta) > 0:
-            raise ValueError(f"rope_theta must be positive, got {rope_theta!r}")
-        if isinstance(layer_idx, bool) or not isinstance(layer_idx, int) or layer_idx < 0:
-            raise ValueError(f"layer_idx must be a non-negative int, got {layer_idx!r}")
+        head_dim = _check_gqa_config(hidden_size, num_heads, num_kv_heads, head_dim, rope_theta, layer_idx)
         self.hidden_size, self.num_heads, self.num_kv_heads = hidden_size, num_heads, num_kv_heads
         self.head_dim, self.rope_theta, self.layer_idx = head_dim, float(rope_theta), layer_idx
         self.num_groups = num_heads // num_kv_heads  # query heads per key/value head
@@ -170,89 +175,91 @@ class GroupedQueryAttention(nn.Module):
         self.q_norm = qk_norm(head_dim) if qk_norm is not None else nn.Identity()
         self.k_norm = qk_norm(head_dim) if qk_norm is not None else nn.Identity()
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
-        *,
-        attn_mask: torch.Tensor | None = None,
-        kv_cache=None,
-    ) -> torch.Tensor:
-        """x: (batch, seq, hidden) -> (batch, seq, hidden).
-
-        position_embeddings: (cos, sin) for x's positions, each (seq, head_dim) or
-          (batch, seq, head_dim); None -> plain RoPE at positions offset .. offset + seq - 1, where
-          offset = kv_cache.get_seq_length(layer_idx) (0 without a cache).
-        attn_mask: boolean, broadcastable to (batch, 1 or heads, seq, k_len), True = may attend;
-          None -> causal (bottom-right aligned when the cache makes k_len > seq).
-        kv_cache: any object with update(k, v, layer_idx) -> (k_all, v_all) and
-          get_seq_length(layer_idx) (chapter 10's KVCache, or Hugging Face's DynamicCache).
-        """
-        q, k, v = self._project(x, position_embeddings, kv_cache)
-        # 4. append to the cache and attend over everything cached so far (chapter 10)
-        if kv_cache is not None:
-            k, v = kv_cache.update(k, v, self.layer_idx)
-        out = self._attend(q, k, v, attn_mask)  # (batch, heads, seq, head_dim)
-        # 5. concatenate the heads and mix them with the output projection
-        batch, seq, _ = x.shape
-        return self.o_proj(out.transpose(1, 2).reshape(batch, seq, self.num_heads * self.head_dim))
-
-    def _project(self, x, position_embeddings, kv_cache):
-        """Steps 1-3: x (batch, seq, hidden) -> q (batch, heads, seq, head_dim), k and v (batch, kv_heads, ...)."""
-        if x.ndim != 3 or x.shape[-1] != self.hidden_size:
-            raise ValueError(
-                f"x must be (batch, seq, {self.hidden_size}), got shape {tuple(x.shape)}"
-            )
-        batch, seq, _ = x.shape
-        # 1. project and split into heads: (batch, seq, heads, head_dim)
-        q = self.q_proj(x).view(batch, seq, self.num_heads, self.head_dim)
-        k = self.k_proj(x).view(batch, seq, self.num_kv_heads, self.head_dim)
-        v = self.v_proj(x).view(batch, seq, self.num_kv_heads, self.head_dim)
-        # 2. QK-norm per head (identity until chapter 4), then heads first: (batch, heads, seq, head_dim)
-        q = self.q_norm(q).transpose(1, 2)
-        k = self.k_norm(k).transpose(1, 2)
-        v = v.transpose(1, 2)
-        # 3. rotate queries and keys by their absolute positions (chapter 2)
-        if position_embeddings is None:
-            offset = kv_cache.get_seq_length(self.layer_idx) if kv_cache is not None else 0
-            positions = torch.arange(offset, offset + seq, device=x.device)
-            position_embeddings = rope_cos_sin(
-                self.head_dim, positions, self.rope_theta, dtype=x.dtype
-            )
-        cos, sin = position_embeddings
-        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
-
-    def _attend(self, q, k, v, attn_mask):
-        """Fused attention; key/value heads repeated for their query groups."""
-        q_len, k_len = q.shape[-2], k.shape[-2]
-        k, v = repeat_kv(k, self.num_groups), repeat_kv(v, self.num_groups)
-        if attn_mask is not None:
-            if attn_mask.dtype != torch.bool:
-                raise ValueError(
-                    f"attn_mask must be boolean (True = may attend), got dtype {attn_mask.dtype}"
-                )
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=self.scaling)
-        if q_len == k_len:
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scaling)
-        if q_len == 1:  # one new token may see the whole cache
-            return F.scaled_dot_product_attention(q, k, v, scale=self.scaling)
-        mask = causal_mask(q_len, k_len, device=q.device)  # raises if q_len > k_len
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scaling)
-
-    @torch.no_grad()
-    def attention_probs(self, x, position_embeddings=None, *, attn_mask=None) -> torch.Tensor:
-        """The attention weights forward() uses (no cache), for plots: (batch, heads, seq, seq).
-
-        The fused kernel never materializes them, so they are recomputed with the reference.
-        """
-        q, k, _ = self._project(x, position_embeddings, None)
-        k = repeat_kv(k, self.num_groups)
-        if attn_mask is not None:
-            return attention_weights(q, k, attn_mask, scale=self.scaling)
-        return attention_weights(q, k, is_causal=True, scale=self.scaling)
-
     def extra_repr(self) -> str:
         return (
             f"hidden_size={self.hidden_size}, num_heads={self.num_heads}, num_kv_heads={self.num_kv_heads}, "
             f"head_dim={self.head_dim}, rope_theta={self.rope_theta:g}, layer_idx={self.layer_idx}"
         )
+
+# %% ../../notebooks/03_attention.ipynb #c019c
+@patch
+def _project(self: GroupedQueryAttention, x, position_embeddings, kv_cache):
+    """Steps 1-3: x (batch, seq, hidden) -> q (batch, heads, seq, head_dim), k and v (batch, kv_heads, ...)."""
+    if x.ndim != 3 or x.shape[-1] != self.hidden_size:
+        raise ValueError(f"x must be (batch, seq, {self.hidden_size}), got shape {tuple(x.shape)}")
+    batch, seq, _ = x.shape
+    # 1. project and split into heads: (batch, seq, heads, head_dim)
+    q = self.q_proj(x).view(batch, seq, self.num_heads, self.head_dim)
+    k = self.k_proj(x).view(batch, seq, self.num_kv_heads, self.head_dim)
+    v = self.v_proj(x).view(batch, seq, self.num_kv_heads, self.head_dim)
+    # 2. QK-norm per head (identity until chapter 4), then heads first: (batch, heads, seq, head_dim)
+    q = self.q_norm(q).transpose(1, 2)
+    k = self.k_norm(k).transpose(1, 2)
+    v = v.transpose(1, 2)
+    # 3. rotate queries and keys by their absolute positions (chapter 2)
+    if position_embeddings is None:
+        offset = kv_cache.get_seq_length(self.layer_idx) if kv_cache is not None else 0
+        positions = torch.arange(offset, offset + seq, device=x.device)
+        position_embeddings = rope_cos_sin(self.head_dim, positions, self.rope_theta, dtype=x.dtype)
+    cos, sin = position_embeddings
+    return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
+# %% ../../notebooks/03_attention.ipynb #c019d
+@patch
+def _attend(self: GroupedQueryAttention, q, k, v, attn_mask):
+    """Fused attention; key/value heads repeated for their query groups. Returns (batch, heads, seq, head_dim)."""
+    q_len, k_len = q.shape[-2], k.shape[-2]
+    k, v = repeat_kv(k, self.num_groups), repeat_kv(v, self.num_groups)
+    if attn_mask is not None:
+        if attn_mask.dtype != torch.bool:
+            raise ValueError(f"attn_mask must be boolean (True = may attend), got dtype {attn_mask.dtype}")
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=self.scaling)
+    if q_len == k_len:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scaling)
+    if q_len == 1:  # one new token may see the whole cache
+        return F.scaled_dot_product_attention(q, k, v, scale=self.scaling)
+    mask = causal_mask(q_len, k_len, device=q.device)  # raises if q_len > k_len
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scaling)
+
+# %% ../../notebooks/03_attention.ipynb #c019e
+@patch
+def forward(
+    self: GroupedQueryAttention,
+    x: torch.Tensor,
+    position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+    *,
+    attn_mask: torch.Tensor | None = None,
+    kv_cache=None,
+) -> torch.Tensor:
+    """x: (batch, seq, hidden) -> (batch, seq, hidden).
+
+    position_embeddings: (cos, sin) for x's positions, each (seq, head_dim) or
+      (batch, seq, head_dim); None -> plain RoPE at positions offset .. offset + seq - 1, where
+      offset = kv_cache.get_seq_length(layer_idx) (0 without a cache).
+    attn_mask: boolean, broadcastable to (batch, 1 or heads, seq, k_len), True = may attend;
+      None -> causal (bottom-right aligned when the cache makes k_len > seq).
+    kv_cache: any object with update(k, v, layer_idx) -> (k_all, v_all) and
+      get_seq_length(layer_idx) (chapter 10's KVCache, or Hugging Face's DynamicCache).
+    """
+    q, k, v = self._project(x, position_embeddings, kv_cache)
+    # 4. append to the cache and attend over everything cached so far (chapter 10)
+    if kv_cache is not None:
+        k, v = kv_cache.update(k, v, self.layer_idx)
+    out = self._attend(q, k, v, attn_mask)  # (batch, heads, seq, head_dim)
+    # 5. concatenate the heads and mix them with the output projection
+    batch, seq, _ = x.shape
+    return self.o_proj(out.transpose(1, 2).reshape(batch, seq, self.num_heads * self.head_dim))
+
+# %% ../../notebooks/03_attention.ipynb #c019f
+@patch
+def attention_probs(self: GroupedQueryAttention, x, position_embeddings=None, *, attn_mask=None) -> torch.Tensor:
+    """The attention weights forward() uses (no cache), for plots: (batch, heads, seq, seq).
+
+    The fused kernel never materializes them, so they are recomputed with the reference.
+    """
+    with torch.no_grad():
+        q, k, _ = self._project(x, position_embeddings, None)
+        k = repeat_kv(k, self.num_groups)
+        if attn_mask is not None:
+            return attention_weights(q, k, attn_mask, scale=self.scaling)
+        return attention_weights(q, k, is_causal=True, scale=self.scaling)
