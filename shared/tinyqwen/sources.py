@@ -1,23 +1,32 @@
 # Hand-written support module (teaches nothing): where the course's text comes from.
 """Text sources for the course: TinyStories, a local file, or offline synthetic stories.
 
-* ``"tinystories"``: the TinyStories corpus (Eldan & Li, 2023) through Hugging Face ``datasets``,
-  streamed, so only the stories asked for are downloaded.
-* a path: a UTF-8 text file of your own; documents are separated by ``<|endoftext|>`` lines or,
-  failing that, by blank lines.
+* ``"tinystories"``: the TinyStories corpus (Eldan & Li, 2023) through Hugging Face ``datasets``:
+  streamed for small counts, memory-mapped from the Arrow cache for large ones.
+* a path: a UTF-8 text file of your own, read incrementally; documents are separated by
+  ``<|endoftext|>`` or, failing that, by blank lines. A binary, Latin-1 or empty file is refused
+  with a message that names the file and the byte offset.
 * ``"synthetic"``: a deterministic generator of TinyStories-like stories. Characters and objects
   introduced early in a story recur later, so a model has to use its context to predict them.
+  ``"synthetic:tinystories"`` draws their lengths from TinyStories' length distribution.
 * ``"auto"``: TinyStories when the Hugging Face Hub answers quickly (never under the ``ci``
   profile), otherwise synthetic stories.
 
+:func:`open_source` returns a lazy :class:`TextSource` (an iterable of documents that knows its
+identity, for the provenance of prepared data); :func:`load_stories` loads a small list.
 Whatever is chosen is printed, never silent.
 """
 
 from __future__ import annotations
 
+import codecs
+import hashlib
+import math
 import os
 import random
+import re
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 from tinyqwen.runtime import current_profile
@@ -182,9 +191,10 @@ class _Story:
             have += f" {r.hero} also had a {r.animal} called {r.pet}."
         return [intro, have]
 
-    def events(self) -> list[str]:
+    def event_options(self) -> list:
+        """The story's possible episodes, each a function that writes its sentences."""
         r = self
-        options = [
+        return [
             lambda: [
                 f"One day, {r.hero} lost {r.his} {r.obj}.",
                 f"{r.he.capitalize()} looked under the bed and behind the door, but the {r.obj} was not there.",
@@ -230,8 +240,22 @@ class _Story:
                 f'Then the wind blew and the {r.obj} fell. {r.friend} said, "Let\'s build it again!"',
             ],
         ]
-        picks = r.rng.sample(range(len(options)), k=r.rng.choice([1, 2, 2, 3]))
-        return [s for i in picks for s in options[i]()]
+
+    def events(self, min_chars: int | None = None) -> list[str]:
+        """One to three distinct episodes; or, with ``min_chars``, episodes until the sentences
+        reach that many characters (each episode once before any repeats)."""
+        options = self.event_options()
+        if min_chars is None:
+            picks = self.rng.sample(range(len(options)), k=self.rng.choice([1, 2, 2, 3]))
+            return [s for i in picks for s in options[i]()]
+        out, order, length = [], [], 0
+        while not out or length < min_chars:
+            if not order:
+                order = self.rng.sample(range(len(options)), k=len(options))
+            for sentence in options[order.pop()]():
+                out.append(sentence)
+                length += len(sentence) + 1
+        return out
 
     def ending(self) -> list[str]:
         r = self
@@ -249,47 +273,402 @@ class _Story:
         return out
 
 
-def synthetic_stories(n: int, seed: int = 0) -> list[str]:
-    """``n`` TinyStories-like stories, the same ones for the same ``seed``."""
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
+# How long TinyStories' stories are. Hugging Face's dataset_info for roneneldan/TinyStories (revision
+# 691b0d9) gives the train split as 2,119,719 stories in 1,911,420,483 bytes of Arrow data: about 900
+# bytes, almost all ASCII, per story (TinyStories-valid.txt: 19.4 MB for 21,990 stories, about 880).
+# Only the mean is published; the spread is our assumption: log-normal with sigma 0.35, so that
+# 95 % of stories fall between about half and about twice the median (roughly 100-500 tokens).
+TINYSTORIES_MEAN_CHARS = 900
+TINYSTORIES_LENGTH_SIGMA = 0.35
+SYNTHETIC_LENGTHS = ("short", "tinystories")
+SYNTHETIC_VERSION = 2  # bump when the generator's output for a given seed changes
+
+
+def iter_synthetic_stories(n: int, seed: int = 0, *, lengths: str = "short") -> Iterator[str]:
+    """``n`` TinyStories-like stories, one at a time, the same ones for the same ``seed``.
+
+    lengths="short": one to three episodes, about 580 characters on average (the course's default).
+    lengths="tinystories": episodes until a length drawn from TinyStories' length distribution
+    (log-normal, mean ``TINYSTORIES_MEAN_CHARS``) is reached, about 1.5 times as long.
+    """
+    if not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be an int >= 0, got {n!r}")
+    if lengths not in SYNTHETIC_LENGTHS:
+        raise ValueError(f"lengths must be one of {SYNTHETIC_LENGTHS}, got {lengths!r}")
     rng = random.Random(seed)
-    stories = []
+    sigma = TINYSTORIES_LENGTH_SIGMA
+    mu = (
+        math.log(TINYSTORIES_MEAN_CHARS) - sigma**2 / 2
+    )  # so that the mean is TINYSTORIES_MEAN_CHARS
     for _ in range(n):
+        target = rng.lognormvariate(mu, sigma) if lengths == "tinystories" else None
         s = _Story(rng)
-        stories.append(" ".join(s.opening() + s.events() + s.ending()))
-    return stories
+        opening = s.opening()
+        # leave room for the ending (about 70 characters) and the half episode (about 100) by
+        # which the last episode overshoots on average, so the mean length is the target's
+        middle = s.events(None if target is None else int(target) - len(" ".join(opening)) - 170)
+        yield " ".join(opening + middle + s.ending())
+
+
+def synthetic_stories(n: int, seed: int = 0, *, lengths: str = "short") -> list[str]:
+    """``n`` TinyStories-like stories, the same ones for the same ``seed`` (see iter_synthetic_stories)."""
+    return list(iter_synthetic_stories(n, seed, lengths=lengths))
 
 
 # --------------------------------------------------------------------------------------------
-# Loading
+# Local text files: read incrementally, with clear errors for what is not UTF-8 text
 # --------------------------------------------------------------------------------------------
 
+_CHUNK = 1 << 20  # bytes read at a time
+_BLANK_LINE = re.compile(r"\r?\n[ \t]*\r?\n")
 
-def read_text_file(path: str | os.PathLike, n_docs: int | None = None) -> list[str]:
-    """Documents from a UTF-8 file: split on ``<|endoftext|>`` if present, else on blank lines."""
+
+def _decode_error(path: Path, data: bytes, offset: int, err: UnicodeDecodeError) -> ValueError:
+    bad = data[err.start : err.start + 1].hex()
+    return ValueError(
+        f"{path} is not UTF-8 text: the byte 0x{bad} at byte offset {offset + err.start:,} cannot be "
+        f"decoded ({err.reason}). If the file is Latin-1 or Windows-1252 text, convert it first "
+        f"(e.g. `iconv -f latin1 -t utf-8 in.txt > out.txt`); if it is not text, choose another file."
+    )
+
+
+def _decoded_chunks(path: Path) -> Iterator[tuple[bytes, str]]:
+    """(raw bytes, decoded text) per chunk of ``path``; ValueError naming the byte offset of the
+    first byte that is not UTF-8, or of a NUL byte (a binary file)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(_CHUNK)
+            final = not chunk
+            held = decoder.getstate()[0]  # bytes of an unfinished character from the last chunk
+            nul = chunk.find(b"\x00")
+            if nul >= 0:
+                raise ValueError(
+                    f"{path} looks binary, not text: a NUL byte at byte offset {offset + nul:,}"
+                )
+            try:
+                text = decoder.decode(chunk, final=final)
+            except UnicodeDecodeError as err:
+                raise _decode_error(path, held + chunk, offset - len(held), err) from None
+            yield chunk, text
+            if final:
+                return
+            offset += len(chunk)
+
+
+def scan_text_file(path: str | os.PathLike) -> dict:
+    """One pass over a text file: its identity (path, size, mtime, sha256) and how it separates
+    documents (``<|endoftext|>`` or blank lines). Raises ValueError for a missing, empty, binary
+    or non-UTF-8 file, naming the file and the byte offset of the problem."""
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"text source {str(p)!r} is not a file")
-    text = p.read_text(encoding="utf-8")
-    parts = text.split(EOT) if EOT in text else text.split("\n\n")
-    docs = [d.strip() for d in parts if d.strip()]
-    return docs[:n_docs] if n_docs is not None else docs
+    stat = p.stat()
+    if stat.st_size == 0:
+        raise ValueError(f"text source {str(p)!r} is empty (0 bytes): there are no documents in it")
+    sha, has_eot, tail = hashlib.sha256(), False, ""
+    for chunk, text in _decoded_chunks(p):
+        sha.update(chunk)
+        has_eot = has_eot or EOT in tail + text
+        tail = (tail + text)[-len(EOT) :]
+    return {
+        "kind": "file",
+        "path": str(p.resolve()),
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "sha256": sha.hexdigest(),
+        "separator": "<|endoftext|>" if has_eot else "blank lines",
+    }
+
+
+def iter_text_file(
+    path: str | os.PathLike, n_docs: int | None = None, *, separator: str | None = None
+) -> Iterator[str]:
+    """Documents of a UTF-8 file, read 1 MiB at a time: split on ``<|endoftext|>`` if the file has
+    one (``separator="<|endoftext|>"``), else on blank lines; stripped, empty ones skipped."""
+    p = Path(path)
+    if separator is None:
+        separator = scan_text_file(p)["separator"]
+    split = (lambda t: t.split(EOT)) if separator == EOT else _BLANK_LINE.split
+    pending, count = "", 0
+    for chunk, text in _decoded_chunks(p):
+        parts = split(pending + text) if chunk else [pending + text, ""]  # no chunk: end of file
+        pending = parts.pop()  # the last part may continue in the next chunk
+        for doc in parts:
+            doc = doc.strip()
+            if doc:
+                if n_docs is not None and count >= n_docs:
+                    return
+                count += 1
+                yield doc
+
+
+def read_text_file(path: str | os.PathLike, n_docs: int | None = None) -> list[str]:
+    """Documents from a UTF-8 file: split on ``<|endoftext|>`` if present, else on blank lines.
+    ValueError for a file that is missing, empty, binary, not UTF-8 or without any document."""
+    docs = list(iter_text_file(path, n_docs))
+    if not docs:
+        raise ValueError(
+            f"text source {str(path)!r} holds only whitespace: there are no documents in it"
+        )
+    return docs
+
+
+# --------------------------------------------------------------------------------------------
+# TinyStories through Hugging Face datasets
+# --------------------------------------------------------------------------------------------
+
+STREAM_BELOW = 100_000  # fewer stories than this are streamed; more come from the cached Arrow copy
+
+
+def _dataset_provenance(ds) -> dict:
+    """Revision and fingerprint of a loaded dataset, where `datasets` records them."""
+    out = {}
+    checksums = getattr(getattr(ds, "info", None), "download_checksums", None) or {}
+    revisions = {
+        m.group(1) for url in checksums for m in [re.search(r"@([0-9a-f]{40})/", url)] if m
+    }
+    if len(revisions) == 1:
+        out["revision"] = revisions.pop()
+    if getattr(ds, "_fingerprint", None):
+        out["fingerprint"] = ds._fingerprint
+    if hasattr(ds, "num_rows") and ds.num_rows is not None:
+        out["num_rows"] = int(ds.num_rows)
+    return out
+
+
+def iter_dataset_texts(ds, n_docs: int | None = None, batch_size: int = 1_000) -> Iterator[str]:
+    """The stripped, non-empty ``text`` of the first ``n_docs`` rows of a `datasets` dataset;
+    a memory-mapped ``Dataset`` is read in batches, an ``IterableDataset`` row by row."""
+    rows = (
+        (t for b in ds.iter(batch_size=batch_size) for t in b["text"])
+        if hasattr(ds, "num_rows")
+        else (r["text"] for r in ds)
+    )
+    count = 0
+    for text in rows:
+        text = text.strip()
+        if text:
+            if n_docs is not None and count >= n_docs:
+                return
+            count += 1
+            yield text
 
 
 def tinystories(n_docs: int, split: str = "train") -> list[str]:
-    """The first ``n_docs`` TinyStories of ``split`` ("train" or "validation"), streamed."""
-    from datasets import load_dataset
+    """The first ``n_docs`` TinyStories of ``split`` ("train" or "validation")."""
+    return list(TinyStoriesSource(n_docs, split))
 
-    ds = load_dataset(TINYSTORIES, split=split, streaming=True)
-    docs = []
-    for row in ds:
-        text = row["text"].strip()
-        if text:
-            docs.append(text)
-        if len(docs) >= n_docs:
-            break
-    return docs
+
+# --------------------------------------------------------------------------------------------
+# Sources: an iterable of documents that knows what it is
+# --------------------------------------------------------------------------------------------
+
+
+class TextSource:
+    """Documents to prepare, read lazily, plus what they are made from.
+
+    ``iter(source)`` yields up to ``n_docs`` documents (str) without holding the corpus in memory;
+    ``identity()`` is what a prepared folder records and compares (equal identities, equal
+    documents); ``provenance()`` adds what is known only once reading started (e.g. a dataset's
+    fingerprint); ``description`` is one line for people.
+    """
+
+    kind = "source"
+
+    def __init__(self, n_docs: int | None):
+        if n_docs is not None and (not isinstance(n_docs, int) or n_docs < 0):
+            raise ValueError(f"n_docs must be an int >= 0, got {n_docs!r}")
+        self.n_docs = n_docs
+
+    def __iter__(self) -> Iterator[str]:
+        raise NotImplementedError
+
+    def identity(self, known: dict | None = None) -> dict:
+        raise NotImplementedError
+
+    def provenance(self) -> dict:
+        return self.identity()
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.description})"
+
+
+class SyntheticSource(TextSource):
+    """The course's offline story generator (``iter_synthetic_stories``)."""
+
+    kind = "synthetic"
+
+    def __init__(self, n_docs: int, seed: int = 0, *, split: str = "train", lengths: str = "short"):
+        super().__init__(n_docs)
+        if lengths not in SYNTHETIC_LENGTHS:
+            raise ValueError(f"lengths must be one of {SYNTHETIC_LENGTHS}, got {lengths!r}")
+        self.seed, self.split, self.lengths = seed, split, lengths
+        # the validation split draws from another seed stream, so the two never share a story
+        self.stream_seed = seed if split == "train" else seed + 1_000_003
+        self.description = (
+            f"synthetic TinyStories-like stories ({lengths} lengths), seed {seed}, {split}"
+        )
+
+    def __iter__(self):
+        return iter_synthetic_stories(self.n_docs, self.stream_seed, lengths=self.lengths)
+
+    def identity(self, known=None):
+        return {
+            "kind": "synthetic",
+            "generator": SYNTHETIC_VERSION,
+            "seed": self.seed,
+            "split": self.split,
+            "lengths": self.lengths,
+        }
+
+
+class FileSource(TextSource):
+    """A local UTF-8 text file, read incrementally (``iter_text_file``)."""
+
+    kind = "file"
+
+    def __init__(self, path: str | os.PathLike, n_docs: int | None = None):
+        super().__init__(n_docs)
+        self.path = Path(path)
+        self._scan = None
+        if not self.path.is_file():
+            raise ValueError(f"text source {str(self.path)!r} is not a file")
+        self.description = f"local file {self.path}"
+
+    def identity(self, known: dict | None = None) -> dict:
+        """path, size, mtime and sha256. With ``known`` (an identity recorded earlier) whose path,
+        size and mtime are the file's, its sha256 is trusted instead of reading the file again."""
+        stat = self.path.stat()
+        now = {
+            "kind": "file",
+            "path": str(self.path.resolve()),
+            "size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns,
+        }
+        if (
+            self._scan is None
+            and known
+            and all(known.get(k) == v for k, v in now.items())
+            and "sha256" in known
+        ):
+            return {**now, "sha256": known["sha256"]}
+        if self._scan is None or self._scan["mtime_ns"] != stat.st_mtime_ns:
+            self._scan = scan_text_file(self.path)
+        return {k: self._scan[k] for k in ("kind", "path", "size", "mtime_ns", "sha256")}
+
+    def __iter__(self):
+        if self._scan is None:
+            self._scan = scan_text_file(self.path)
+        return iter_text_file(self.path, self.n_docs, separator=self._scan["separator"])
+
+
+class TinyStoriesSource(TextSource):
+    """TinyStories (Eldan & Li, 2023) through Hugging Face ``datasets``.
+
+    Fewer than ``STREAM_BELOW`` stories are streamed (only what is read is downloaded); more come
+    from ``load_dataset``'s Arrow cache, memory-mapped (the corpus is never in RAM) and kept on
+    disk, so a restarted Colab runtime does not download it again. ``dataset`` replaces the
+    download (any ``datasets`` dataset with a ``text`` column; used by the tests).
+    """
+
+    kind = "tinystories"
+
+    def __init__(
+        self, n_docs: int, split: str = "train", *, streaming: bool | None = None, dataset=None
+    ):
+        super().__init__(n_docs)
+        self.split = split
+        self.streaming = (
+            (n_docs is not None and n_docs < STREAM_BELOW) if streaming is None else streaming
+        )
+        self._ds = dataset
+        self.description = f"TinyStories ({TINYSTORIES}, {split}) from the Hugging Face Hub"
+
+    def dataset(self):
+        if self._ds is None:
+            from datasets import load_dataset
+
+            self._ds = load_dataset(TINYSTORIES, split=self.split, streaming=self.streaming)
+        return self._ds
+
+    def __iter__(self):
+        return iter_dataset_texts(self.dataset(), self.n_docs)
+
+    def identity(self, known=None):
+        return {"kind": "tinystories", "dataset": TINYSTORIES, "split": self.split}
+
+    def provenance(self):
+        return {
+            **self.identity(),
+            **(_dataset_provenance(self._ds) if self._ds is not None else {}),
+        }
+
+
+class DocumentsSource(TextSource):
+    """Documents already in memory (a list of str): the chapters' small examples."""
+
+    kind = "documents"
+
+    def __init__(self, docs):
+        if isinstance(docs, (str, bytes)):
+            raise ValueError(
+                f"documents must be a list of str, got a single {type(docs).__name__} of "
+                f"{len(docs):,} characters: wrap it in a list"
+            )
+        self.docs = list(docs)
+        super().__init__(len(self.docs))
+        self.description = f"{len(self.docs):,} documents in memory"
+
+    def __iter__(self):
+        return iter(self.docs)
+
+    def identity(self, known=None):
+        sha = hashlib.sha256()
+        for doc in self.docs:
+            sha.update(
+                doc.encode("utf-8", "surrogatepass") if isinstance(doc, str) else repr(doc).encode()
+            )
+            sha.update(b"\x00")
+        return {"kind": "documents", "count": len(self.docs), "sha256": sha.hexdigest()}
+
+
+def open_source(
+    source: str | os.PathLike | TextSource = "auto",
+    n_docs: int | None = 1000,
+    *,
+    split: str = "train",
+    seed: int = 0,
+    verbose: bool = True,
+) -> TextSource:
+    """The documents ``source`` names, as a lazy :class:`TextSource` (nothing is read yet).
+
+    source: "auto" (TinyStories when the Hub answers, else synthetic), "tinystories", "synthetic"
+    (short stories), "synthetic:tinystories" (synthetic stories of TinyStories' lengths), a path,
+    a TextSource (returned as it is) or a list of str. The choice is printed unless verbose=False.
+    """
+    if split not in ("train", "validation"):
+        raise ValueError(f"split must be 'train' or 'validation', got {split!r}")
+    if isinstance(source, TextSource):
+        return source
+    if isinstance(source, (list, tuple)):
+        chosen = DocumentsSource(source)
+    else:
+        name = str(source)
+        resolved = ("tinystories" if hub_reachable() else "synthetic") if name == "auto" else name
+        if resolved == "tinystories":
+            chosen = TinyStoriesSource(n_docs, split)
+        elif resolved == "synthetic" or resolved.startswith("synthetic:"):
+            lengths = resolved.partition(":")[2] or "short"
+            chosen = SyntheticSource(n_docs, seed, split=split, lengths=lengths)
+            if name == "auto":
+                chosen.description += " (the Hub is not reachable or the profile is offline)"
+        else:
+            chosen = FileSource(resolved, n_docs)
+    if verbose:
+        print(f"Text source: {chosen.description}")
+    return chosen
 
 
 def load_stories(
@@ -300,27 +679,18 @@ def load_stories(
     seed: int = 0,
     verbose: bool = True,
 ) -> list[str]:
-    """Load ``n_docs`` stories from ``source`` ("auto", "tinystories", "synthetic" or a path).
+    """Load ``n_docs`` stories from ``source`` (see :func:`open_source`) into a list.
 
-    The source actually used is printed. ``split`` applies to TinyStories; synthetic stories use a
-    different seed stream for "validation" so the two splits never share a story.
+    For the chapters' small examples; to prepare a large corpus, iterate ``open_source(...)``
+    instead (``tinyqwen.data.prepare_corpus`` does), so the corpus never sits in memory.
     """
-    if split not in ("train", "validation"):
-        raise ValueError(f"split must be 'train' or 'validation', got {split!r}")
-    chosen = source
-    if source == "auto":
-        chosen = "tinystories" if hub_reachable() else "synthetic"
-    if chosen == "tinystories":
-        docs = tinystories(n_docs, split)
-        where = f"TinyStories ({TINYSTORIES}, {split}) from the Hugging Face Hub"
-    elif chosen == "synthetic":
-        docs = synthetic_stories(n_docs, seed=seed if split == "train" else seed + 1_000_003)
-        why = " (the Hub is not reachable or the profile is offline)" if source == "auto" else ""
-        where = f"synthetic TinyStories-like stories, seed {seed}{why}"
-    else:
-        docs = read_text_file(chosen, n_docs)
-        where = f"local file {chosen}"
+    chosen = open_source(source, n_docs, split=split, seed=seed, verbose=False)
+    docs = list(chosen)
+    if isinstance(chosen, FileSource) and not docs:
+        raise ValueError(
+            f"text source {str(chosen.path)!r} holds only whitespace: there are no documents in it"
+        )
     if verbose:
         n_chars = sum(len(d) for d in docs)
-        print(f"Text source: {where}: {len(docs):,} documents, {n_chars:,} characters")
+        print(f"Text source: {chosen.description}: {len(docs):,} documents, {n_chars:,} characters")
     return docs
