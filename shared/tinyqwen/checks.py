@@ -14,7 +14,9 @@ A graded cell follows three steps::
 any built-in the exercise forbids replaced by stubs that raise :class:`ForbiddenCall`, so a
 one-line wrapper around them fails. Around the call it checks that the function left the
 interpreter as it found it: the notebook's variables, ``torch``/``numpy``/``math``/builtins, the
-test helpers, IPython's input and AST transformers, no extra threads or child processes.
+test helpers, IPython's input and AST transformers, ``sys.path`` and the modules in
+``sys.modules``, torch's global switches (default dtype, grad mode, function and dispatch modes,
+global ``nn.Module`` hooks), no extra threads or child processes.
 Anything changed is put back and :class:`TamperingError` is raised. The result is copied into
 plain tensors, numbers and containers before the check looks at it.
 
@@ -259,6 +261,51 @@ def _restore_ipython(before: dict) -> list[str]:
     return found
 
 
+def _torch_state() -> dict:
+    """torch's process-wide switches a check relies on."""
+    import torch.nn.modules.module as module_hooks
+
+    return {
+        "default dtype": torch.get_default_dtype(),
+        "grad mode": torch.is_grad_enabled(),
+        "torch function modes": torch._C._len_torch_function_stack(),
+        "torch dispatch modes": torch._C._len_torch_dispatch_stack(),
+        "global nn.Module hooks": {
+            name: list(hooks)
+            for name, hooks in vars(module_hooks).items()
+            if name.startswith("_global_") and isinstance(hooks, dict)
+        },
+    }
+
+
+def _restore_torch(before: dict) -> list[str]:
+    """Put torch's switches back as they were; describe what had changed."""
+    import torch.nn.modules.module as module_hooks
+
+    now, found = _torch_state(), []
+    if now["default dtype"] != before["default dtype"]:
+        found.append("changed torch's default dtype")
+        torch.set_default_dtype(before["default dtype"])
+    if now["grad mode"] != before["grad mode"]:
+        found.append("changed torch's grad mode")
+        torch.set_grad_enabled(before["grad mode"])
+    for kind, pop in (
+        ("torch function modes", torch._C._pop_torch_function_stack),
+        ("torch dispatch modes", torch._C._pop_torch_dispatch_stack),
+    ):
+        if now[kind] != before[kind]:
+            found.append(f"left {kind} active")
+            for _ in range(max(0, now[kind] - before[kind])):
+                pop()
+    for name, keys in now["global nn.Module hooks"].items():
+        added = [k for k in keys if k not in before["global nn.Module hooks"].get(name, [])]
+        if added:
+            found.append(f"registered a global nn.Module hook ({name})")
+            for k in added:
+                del vars(module_hooks)[name][k]
+    return found
+
+
 class _Snapshot:
     """What the interpreter looked like before the learner's code ran."""
 
@@ -268,6 +315,9 @@ class _Snapshot:
         self.sys = {k: getattr(sys, k) for k in ("stdout", "stderr", "displayhook", "excepthook")}
         self.sys_lists = {k: list(getattr(sys, k)) for k in ("meta_path", "path_hooks")}
         self.trace, self.profile = sys.gettrace(), sys.getprofile()
+        self.path = list(sys.path)
+        self.modules = dict(sys.modules)
+        self.torch = _torch_state()
         self.threads = set(threading.enumerate())
         self.children = _children()
         self.ipython = _ipython_state()
@@ -312,6 +362,14 @@ class _Snapshot:
             found.append("installed a trace or profile function")
             sys.settrace(self.trace)
             sys.setprofile(self.profile)
+        if sys.path != self.path:
+            found.append("changed sys.path")
+            sys.path[:] = self.path
+        for name, module in self.modules.items():
+            if sys.modules.get(name, _MISSING) is not module:
+                found.append(f"replaced or removed sys.modules[{name!r}]")
+                sys.modules[name] = module
+        found += _restore_torch(self.torch)
         new_threads = [t for t in threading.enumerate() if t not in self.threads and t.is_alive()]
         if new_threads:
             found.append(f"left {len(new_threads)} thread(s) running")
