@@ -127,7 +127,8 @@ class _Forbidden:
                     self._set_class_attr(owner, attr, _raiser(name, why))
                 if isinstance(obj, type):  # a whole class: every method it defines
                     for meth_name, meth in list(vars(obj).items()):
-                        if isinstance(meth, (types.FunctionType, staticmethod, classmethod)):
+                        func = getattr(meth, "__func__", meth)  # incl. fastcore's cls_method
+                        if isinstance(func, types.FunctionType):
                             self._set_class_attr(
                                 obj, meth_name, _raiser(f"{name}.{meth_name}", why)
                             )

@@ -52,9 +52,12 @@ def provenance(record: dict) -> str:
     return " ".join(parts)
 
 
-def benchmark(benchmark: str, *, ours: str | None = None, peer: str | None = None) -> dict:
+def benchmark(
+    benchmark: str, *, ours: str | None = None, peer: str | None = None, metric: str | None = None
+) -> dict:
     """The row of ``latest.json`` whose benchmark name contains ``benchmark`` (and whose
-    ours_name / peer_name contain ``ours`` / ``peer``); ValueError unless exactly one matches."""
+    ours_name / peer_name / metric contain ``ours`` / ``peer`` / ``metric``); ValueError unless
+    exactly one matches."""
     record = load("latest.json") or {"rows": []}
     rows = [
         r
@@ -62,10 +65,12 @@ def benchmark(benchmark: str, *, ours: str | None = None, peer: str | None = Non
         if benchmark in r["benchmark"]
         and (ours is None or ours in r["ours_name"])
         and (peer is None or peer in r["peer_name"])
+        and (metric is None or metric in r["metric"])
     ]
     if len(rows) != 1:
         raise ValueError(
-            f"{len(rows)} recorded benchmark rows match {benchmark!r} (ours={ours!r}, peer={peer!r})"
+            f"{len(rows)} recorded benchmark rows match {benchmark!r} "
+            f"(ours={ours!r}, peer={peer!r}, metric={metric!r})"
         )
     made_by = record.get("modules", {}).get(rows[0].get("module"), record)
     return {**rows[0], "provenance": provenance(made_by)}
