@@ -264,3 +264,18 @@ def test_extra_cells_leave_the_executed_notebook_alone():
     execute(nb, Path.cwd(), extra=extra)
     assert [c.source for c in nb.cells] == ["x = 1", "## Summary"]
     assert extra[0].outputs[0]["text"] == "2\n" and extra[1].outputs[0]["ename"] == "ValueError"
+
+
+def test_execute_saves_the_state_of_widgets():
+    """A progress bar (a widget) shows in the book only with its state saved in the notebook."""
+    from pathlib import Path
+
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    pytest.importorskip("ipywidgets")
+    nb = new_notebook(
+        cells=[new_code_cell("import ipywidgets\ndisplay(ipywidgets.IntProgress(value=3, max=5))")]
+    )
+    execute(nb, Path.cwd())
+    state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    assert any(m["state"].get("value") == 3 for m in state.values())

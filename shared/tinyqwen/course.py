@@ -763,6 +763,7 @@ def execute(
                         cell, index, execution_count=self.code_cells_executed + 1
                     )
                 self.seconds = time.perf_counter() - start
+                self.set_widgets_metadata()  # as nbclient does: the book renders saved widgets
                 self.allow_errors = True
                 # nbclient stores each executed cell at its index: give the extra cells their
                 # own places after the notebook's, then take them out again
