@@ -13,7 +13,6 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
-import math
 import os
 import platform
 import random
@@ -34,12 +33,11 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from .accel import ThroughputMeter, autocast_for, flops_per_token, peak_flops
-from .data import TokenDataset, prepare_token_files, read_tokens
+from .data import TokenDataset, prepare_corpus, read_tokens
 from .loss import bits_per_byte
 from .model import Qwen3Config, Qwen3ForCausalLM
 from .optim import build_optimizer, set_lr
 from .runtime import seed_everything
-from .sources import load_stories
 from .tokenizer import BPETokenizer
 
 # %% ../../notebooks/11_train_on_gpu.ipynb #t009
@@ -183,22 +181,20 @@ def train_config(preset: str = "ci", **overrides) -> TrainConfig:
 
 # %% ../../notebooks/11_train_on_gpu.ipynb #t015
 def prepare_data(cfg: TrainConfig, vocab_size: int, *, is_main: bool = True) -> Path:
-    """Token files for the run: reuse `data_dir` if it is complete, else build it.
+    """Token files for the run, from chapter 7's `prepare_corpus`: reused when they were made
+    from the same source and settings, else built (streaming, within a Colab VM's memory).
 
-    Builds: stories from `cfg.data`, a byte-level BPE tokenizer with `vocab_size` tokens trained
-    on the first `tokenizer_docs` of them (chapter 1), and train/val token files (chapter 7).
+    The run's own folder (`out_dir/data`) is rebuilt when the settings changed; a folder you
+    named with `data_dir` is never overwritten: a mismatch is refused with the differences.
+    Both splits must hold at least one batch, or preparing fails before any training step.
+    Processes other than rank 0 only check that the folder is ready.
     """
     data_dir = Path(cfg.data_dir or Path(cfg.out_dir) / "data")
-    if (data_dir / "meta.json").exists() and (data_dir / "tokenizer.json").exists():
-        return data_dir
-    if not is_main:
-        raise RuntimeError(f"{data_dir} is not prepared; rank 0 prepares it before the others start")
-    docs = load_stories(cfg.data, cfg.n_docs, seed=cfg.seed)
-    tokenizer = BPETokenizer.train(docs[: cfg.tokenizer_docs], vocab_size, progress=cfg.progress)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    prepare_token_files(docs, tokenizer, data_dir, seed=cfg.seed, progress=cfg.progress)
-    tokenizer.save(data_dir / "tokenizer.partial")  # the directory counts as complete only
-    os.replace(data_dir / "tokenizer.partial", data_dir / "tokenizer.json")  # once this exists
+    one_batch = cfg.batch_size * cfg.seq_len + 1  # tokens for batch_size windows of seq_len + 1
+    prepare_corpus(cfg.data, cfg.n_docs, out_dir=data_dir, vocab_size=vocab_size,
+                   tokenizer_docs=cfg.tokenizer_docs, seed=cfg.seed, min_train_tokens=one_batch,
+                   min_val_tokens=one_batch, on_mismatch="refuse" if cfg.data_dir else "rebuild",
+                   must_exist=not is_main, progress=cfg.progress and is_main)
     return data_dir
 
 
@@ -788,7 +784,7 @@ def run_record(run: _Run) -> dict:
             "command": " ".join(["python -m tinyqwen.train", *sys.argv[1:]]) if sys.argv[0].endswith("train.py")
             else f"tinyqwen.train.train({run.cfg!r})",
             "commit": _commit(), "wall_seconds": round(run.elapsed, 1), "torch": torch.__version__,
-            "data": run.meta.get("source", run.cfg.data),
+            "data": run.meta["settings"]["source"],
         },
         "final": evals[-1] if evals else None,
         "unigram_entropy": unigram_entropy(read_tokens(run.data_dir / "train.bin")),
