@@ -799,6 +799,9 @@ def _finish(run: _Run) -> dict:
         final = run.out_dir / "final"
         run.model.save_pretrained(final)
         shutil.copy(run.data_dir / "tokenizer.json", final / "tokenizer.json")
+        # with this, transformers' AutoTokenizer and pipeline("text-generation") load the folder
+        _write_atomic(final / "tokenizer_config.json", json.dumps(
+            {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": run.tokenizer.decode([run.tokenizer.eot_id])}))
         _write_atomic(run.out_dir / "history.json", json.dumps(run.history))
         record = run_record(run)
         _write_atomic(run.out_dir / "record.json", json.dumps(record, indent=1))
