@@ -272,12 +272,13 @@ def test_only_definitions_are_carried():
         "def f(x, eps=1e-5, dtype=torch.float64):\n"
         "    while True:\n        exec('anything, at call time')\n"
         "class Norm(nn.Module):\n    '''doc'''\n    scale = 2.0\n    def forward(self, x):\n        return x\n"
+        "var_last = f\n"
     )
     assert not c.error
     assert [n.split(" is")[0] for n in c.notes] == ["line 4", "line 5", "line 7"]
     assert "get_ipython" not in c.source and "range(3)" not in c.source
     assert "exec('anything, at call time')" in c.source  # bodies run only inside learner_call
-    assert c.binds == ["EPS", "f", "Norm", "math", "nn"]
+    assert c.binds == ["EPS", "f", "Norm", "var_last", "math", "nn"]  # an alias is a name too
 
 
 @pytest.mark.parametrize(

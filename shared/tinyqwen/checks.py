@@ -219,6 +219,12 @@ def _children() -> set[int]:
     return pids
 
 
+def _same_items(now, before: list) -> bool:
+    """The same objects in the same order (identity: comparing values could run their __eq__)."""
+    now = list(now)
+    return len(now) == len(before) and all(a is b for a, b in zip(now, before, strict=True))
+
+
 def _ipython_state() -> dict:
     shell = sys.modules["IPython"].get_ipython() if "IPython" in sys.modules else None
     if shell is None:
@@ -242,12 +248,12 @@ def _restore_ipython(before: dict) -> list[str]:
     found = []
     for key in ("input_transformers_cleanup", "input_transformers_post", "ast_transformers"):
         live = getattr(shell, key)
-        if list(live) != before[key]:
+        if not _same_items(live, before[key]):
             found.append(f"changed IPython's {key}")
             live[:] = before[key]
     if "events" in before:
         for name, callbacks in shell.events.callbacks.items():
-            if list(callbacks) != before["events"].get(name, []):
+            if not _same_items(callbacks, before["events"].get(name, [])):
                 found.append(f"changed IPython's {name} event callbacks")
                 callbacks[:] = before["events"].get(name, [])
     for space, target in (("shell", shell), ("shell_class", type(shell))):
@@ -356,14 +362,14 @@ class _Snapshot:
                 found.append(f"changed sys.{key}")
                 setattr(sys, key, value)
         for key, value in self.sys_lists.items():
-            if list(getattr(sys, key)) != value:
+            if not _same_items(getattr(sys, key), value):
                 found.append(f"changed sys.{key}")
                 getattr(sys, key)[:] = value
         if sys.gettrace() is not self.trace or sys.getprofile() is not self.profile:
             found.append("installed a trace or profile function")
             sys.settrace(self.trace)
             sys.setprofile(self.profile)
-        if sys.path != self.path:
+        if not _same_items(sys.path, self.path):
             found.append("changed sys.path")
             sys.path[:] = self.path
         for name, module in self.modules.items():

@@ -308,29 +308,6 @@ ALLOWED_DUNDERS = frozenset(
         "__exit__",
     }
 )
-DTYPES = frozenset(
-    {
-        "float16",
-        "float32",
-        "float64",
-        "bfloat16",
-        "half",
-        "float",
-        "double",
-        "complex64",
-        "complex128",
-        "int8",
-        "int16",
-        "int32",
-        "int64",
-        "uint8",
-        "long",
-        "int",
-        "short",
-        "bool",
-    }
-)
-MATH_CONSTANTS = {"pi", "e", "tau", "inf", "nan"}
 # Imports a definition may carry: the standard library and the instructor notebook's packages,
 # except modules whose import does something (a browser, a window) or that name the runner.
 ALWAYS_IMPORTABLE = frozenset({"math", "torch", "numpy", "tinyqwen"})
@@ -397,18 +374,10 @@ def _literal(node) -> bool:
 
 
 def _value(node):
-    """A definition-time value: a literal, torch.<dtype>, a math constant (else None)."""
-    if _literal(node):
+    """A value that costs no learner code to compute: a literal, a name or a dotted name
+    (``torch.float32``, ``math.pi``, ``my_function``), ``float("inf")``; else None."""
+    if _literal(node) or _dotted(node) is not None:
         return node
-    name = _dotted(node)
-    if name is not None:
-        head, _, attr = name.rpartition(".")
-        if head == "torch" and attr in DTYPES:
-            return _helper_call("dtype", attr)
-        if head == "math" and attr in MATH_CONSTANTS:
-            import math
-
-            return ast.Constant(getattr(math, attr))
     if (
         isinstance(node, ast.Call)
         and _dotted(node.func) == "float"
@@ -436,7 +405,7 @@ def _default(node, value):
         raise NotCarried(
             value,
             f"default value {ast.unparse(value)!r} of {getattr(node, 'name', 'a lambda')}: "
-            "only literals, torch dtypes and math constants are carried",
+            "only literals and (dotted) names are carried",
         )
     return out
 
@@ -539,7 +508,9 @@ def _class(node: ast.ClassDef, imported: dict[str, str]) -> None:
                     raise NotCarried(stmt, f"class {node.name}: assigning {t.id} is not allowed")
             value = _value(stmt.value)
             if value is None:
-                raise NotCarried(stmt, f"class {node.name}: class attributes must be literals")
+                raise NotCarried(
+                    stmt, f"class {node.name}: class attributes must be literals or names"
+                )
             stmt.value = value
             continue
         if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
@@ -547,7 +518,9 @@ def _class(node: ast.ClassDef, imported: dict[str, str]) -> None:
             if stmt.value is not None:
                 value = _value(stmt.value)
                 if value is None:
-                    raise NotCarried(stmt, f"class {node.name}: class attributes must be literals")
+                    raise NotCarried(
+                        stmt, f"class {node.name}: class attributes must be literals or names"
+                    )
                 stmt.value = value
             stmt.annotation = ast.Constant(ast.unparse(stmt.annotation))
             continue
@@ -627,7 +600,7 @@ def carry(source: str, packages: set[str] = frozenset()) -> Carried:
                 if names is None or value is None:
                     out.notes.append(
                         f"line {node.lineno} is not carried to grading: only definitions are "
-                        "(imports, def, class, NAME = literal)"
+                        "(imports, def, class, NAME = literal or name)"
                     )
                     continue
                 for n in names:
@@ -640,7 +613,7 @@ def carry(source: str, packages: set[str] = frozenset()) -> Carried:
             else:
                 out.notes.append(
                     f"line {node.lineno} is not carried to grading: only definitions are "
-                    "(imports, def, class, NAME = literal)"
+                    "(imports, def, class, NAME = literal or name)"
                 )
     except NotCarried as exc:
         out.error = f"not carried: {exc}"
@@ -1666,11 +1639,6 @@ def _runner(argv: list[str]) -> int:  # noqa: C901 - one sequential procedure, r
     lru_wrapper, cache_info = functools._lru_cache_wrapper, functools._CacheInfo
     make_dataclass = dataclasses.dataclass
     function_type, module_type = types.FunctionType, types.ModuleType
-    dtypes = {
-        name: getattr(torch, name)
-        for name in DTYPES
-        if isinstance(getattr(torch, name, None), torch.dtype)
-    }
     function_meta = type(torch.autograd.Function)
     tampering_error = checks.TamperingError
     base_exception_args = BaseException.__dict__["args"]
@@ -1739,13 +1707,9 @@ def _runner(argv: list[str]) -> int:  # noqa: C901 - one sequential procedure, r
             )
         return obj
 
-    def dtype(name):
-        return dtypes[name]
-
     helpers = {
         _HELPER.format("decorator"): decorator,
         _HELPER.format("base"): base,
-        _HELPER.format("dtype"): dtype,
     }
 
     # The notebook's namespace is a fresh __main__; checks run in copies of it.
@@ -1773,25 +1737,18 @@ def _runner(argv: list[str]) -> int:  # noqa: C901 - one sequential procedure, r
     violations: list[str] = []
     _install_guard(trusted_names, prefixes, violations)
 
-    trusted_exceptions: set = set()
-
-    def learn_exceptions() -> None:
-        stack = [BaseException]
-        while stack:
-            cls = stack.pop()
-            if cls not in trusted_exceptions:
-                trusted_exceptions.add(cls)
-                stack += type.__subclasses__(cls)
-
     def describe(exc: BaseException) -> str:
-        cls = type(exc)
-        name = type.__dict__["__name__"].__get__(cls)
-        if cls not in trusted_exceptions:
-            return f"{name} (raised by the exercise's code)"
+        """'Name: message' without running any of the exception's code: its class's real name
+        and the arguments that are plain strings and numbers."""
+        name = type.__dict__["__name__"].__get__(type(exc))
         args = base_exception_args.__get__(exc)
         if not all(type(a) in (str, int, float, bool) for a in args):
             return name
-        if isinstance(exc, OSError) and len(args) == 2:
+        if (
+            len(args) == 2
+            and type(args[0]) is int
+            and OSError in type.__dict__["__mro__"].__get__(type(exc))
+        ):
             return f"{name}: [Errno {args[0]}] {args[1]}"
         text = "; ".join(a if type(a) is str else repr(a) for a in args)
         return f"{name}: {text}"[:500] if text else name
@@ -1847,7 +1804,6 @@ def _runner(argv: list[str]) -> int:  # noqa: C901 - one sequential procedure, r
                 notebook[name] = learner_bindings[name]
         return ok, err, notes
 
-    learn_exceptions()
     baseline = _interpreter_state(notebook)
     emit(ev="ready")
     for c in cells:
@@ -1857,7 +1813,6 @@ def _runner(argv: list[str]) -> int:  # noqa: C901 - one sequential procedure, r
         emit(ev="start", i=i)
         if c["kind"] == "instructor":
             ok, err, _ = run(c["source"], notebook, f"<instructor cell {i}>")
-            learn_exceptions()
             baseline = _interpreter_state(notebook)
             emit(ev="end", i=i, ok=ok, error=err)
         elif c["kind"] == "solution":
@@ -2035,15 +1990,16 @@ def _interpreter_state(notebook: dict) -> dict:
         spaces[f"{cls.__module__}.{cls.__qualname__}"] = dict(vars(cls))
     hooks = torch.nn.modules.module
     scalars = {
-        "sys.path": list(sys.path),
-        "sys.meta_path": list(sys.meta_path),
-        "sys.path_hooks": list(sys.path_hooks),
+        # identities only: comparing the objects themselves could run their __eq__
+        "sys.path": [id(p) for p in sys.path],
+        "sys.meta_path": [id(f) for f in sys.meta_path],
+        "sys.path_hooks": [id(h) for h in sys.path_hooks],
         "sys.modules": {k: id(v) for k, v in sys.modules.items()},
-        "trace/profile function": (sys.gettrace(), sys.getprofile()),
+        "trace/profile function": (id(sys.gettrace()), id(sys.getprofile())),
         "threads": sorted(t.ident or 0 for t in threading.enumerate()),
         "torch function modes": torch._C._len_torch_function_stack(),
         "torch dispatch modes": torch._C._len_torch_dispatch_stack(),
-        "torch default dtype": torch.get_default_dtype(),
+        "torch default dtype": str(torch.get_default_dtype()),
         "torch grad mode": (torch.is_grad_enabled(), torch.is_inference_mode_enabled()),
         "torch threads": torch.get_num_threads(),
         "nn.Module global hooks": [
@@ -2051,10 +2007,10 @@ def _interpreter_state(notebook: dict) -> dict:
             for k, v in sorted(vars(hooks).items())
             if k.startswith("_global") and isinstance(v, dict)
         ],
-        "gc callbacks": list(gc.callbacks),
+        "gc callbacks": [id(c) for c in gc.callbacks],
         "atexit callbacks": atexit._ncallbacks(),
         "signal handlers": [
-            signal.getsignal(s)
+            id(signal.getsignal(s))
             for s in (
                 signal.SIGALRM,
                 signal.SIGVTALRM,
