@@ -20,6 +20,7 @@ from tinyqwen.optim import (
     build_optimizer,
     classify_parameters,
     lr_schedule,
+    muon_lr_scale,
     newton_schulz,
     optimizer_state_bytes,
     param_groups,
@@ -184,6 +185,20 @@ def test_coefficients_are_the_published_ones():
         from torch.optim import _muon
 
         assert NS_COEFFICIENTS == (_muon.DEFAULT_A, _muon.DEFAULT_B, _muon.DEFAULT_C)
+
+
+def test_muon_defaults_are_the_published_ones():
+    """Jordan's recipe, also torch.optim.Muon's defaults: momentum 0.95 with Nesterov, 5 quintic
+    Newton-Schulz steps, lr scaled by sqrt(max(1, rows / cols)) (Moonshot's variant: 0.2 sqrt(max))."""
+    defaults = Muon([nn.Parameter(torch.randn(4, 4))]).defaults
+    assert (defaults["momentum"], defaults["nesterov"], defaults["ns_steps"]) == (0.95, True, 5)
+    assert defaults["ns_coefficients"] == KELLER_JORDAN_NS
+    assert muon_lr_scale((3072, 1024)) == pytest.approx(math.sqrt(3))
+    assert muon_lr_scale((1024, 3072)) == 1.0
+    assert muon_lr_scale((64, 256), "match_rms_adamw") == pytest.approx(0.2 * 16)
+    if hasattr(torch.optim, "Muon"):
+        theirs = torch.optim.Muon([nn.Parameter(torch.randn(4, 4))]).defaults
+        assert (theirs["momentum"], theirs["nesterov"], theirs["ns_steps"]) == (0.95, True, 5)
 
 
 def test_newton_schulz_zero_steps_only_normalises():
@@ -485,6 +500,9 @@ def test_lr_schedule_shapes():
         lambda: newton_schulz(torch.randn(2, 3, 4)),
         lambda: Muon([nn.Parameter(torch.randn(5))]),
         lambda: Muon([{"params": [nn.Parameter(torch.randn(5))], "use_muon": False}]),
+        lambda: Muon([nn.Parameter(torch.randn(3, 3))], momentum=1.0),
+        lambda: Muon([nn.Parameter(torch.randn(3, 3))], ns_coefficients=(3.4445, -4.775)),
+        lambda: Muon([nn.Parameter(torch.randn(3, 3))], adjust_lr_fn="spectral"),
         lambda: AdamW([nn.Parameter(torch.randn(3))], betas=(0.9, 1.5)),
         lambda: build_optimizer(TinyLM(), "lion"),
         lambda: set_lr(
@@ -502,6 +520,9 @@ def test_lr_schedule_shapes():
         "ns-3d",
         "muon-1d",
         "adamw-group-no-lr",
+        "muon-momentum",
+        "muon-coefficients",
+        "muon-adjust-lr-fn",
         "betas",
         "opt-kind",
         "no-max-lr",

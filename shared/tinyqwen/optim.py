@@ -130,6 +130,18 @@ def muon_lr_scale(shape: tuple[int, ...], adjust_lr_fn: str | None = "original")
     raise ValueError(f"adjust_lr_fn must be 'original' or 'match_rms_adamw', got {adjust_lr_fn!r}")
 
 # %% ../../notebooks/06_optimizers.ipynb #c015
+def _check_muon_hyperparameters(lr, momentum, weight_decay, ns_coefficients, adjust_lr_fn) -> None:
+    if not lr >= 0.0:
+        raise ValueError(f"lr must be >= 0, got {lr}")
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+    if not weight_decay >= 0.0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+    if len(ns_coefficients) != 3:
+        raise ValueError(f"ns_coefficients must be three numbers (a, b, c), got {ns_coefficients}")
+    muon_lr_scale((1, 1), adjust_lr_fn)  # raises on an unknown adjust_lr_fn
+
+
 @torch.no_grad()
 def muon_update(
     p: torch.Tensor, grad: torch.Tensor, state: dict, *, lr: float, momentum: float, nesterov: bool,
@@ -165,15 +177,7 @@ class Muon(Optimizer):
                  ns_steps: int = 5, weight_decay: float = 0.0, *, ns_coefficients=NS_COEFFICIENTS,
                  eps: float = 1e-7, adjust_lr_fn: str | None = "original",
                  adamw_betas: tuple[float, float] = (0.9, 0.95), adamw_eps: float = 1e-8):
-        if not lr >= 0.0:
-            raise ValueError(f"lr must be >= 0, got {lr}")
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-        if not weight_decay >= 0.0:
-            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
-        if len(ns_coefficients) != 3:
-            raise ValueError(f"ns_coefficients must be three numbers (a, b, c), got {ns_coefficients}")
-        muon_lr_scale((1, 1), adjust_lr_fn)  # raises on an unknown adjust_lr_fn
+        _check_muon_hyperparameters(lr, momentum, weight_decay, ns_coefficients, adjust_lr_fn)
         self._adamw_defaults = dict(betas=tuple(adamw_betas), eps=adamw_eps)
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps,
                         weight_decay=weight_decay, ns_coefficients=tuple(ns_coefficients), eps=eps,
@@ -316,7 +320,7 @@ def param_groups(model: nn.Module, weight_decay: float, *, muon: bool = False) -
             del g["use_muon"]
     return [g for g in groups if g["params"]]
 
-
+# %% ../../notebooks/06_optimizers.ipynb #c021d
 def build_optimizer(model: nn.Module, kind: str = "adamw", *, lr: float = 3e-3,
                     weight_decay: float = 0.1, betas: tuple[float, float] = (0.9, 0.95),
                     eps: float = 1e-8, muon_lr: float = 0.02, momentum: float = 0.95,
