@@ -16,7 +16,7 @@ import textwrap
 import torch
 import torch.nn.functional as F
 
-from benchmarks.harness import compare, print_rows, row
+from benchmarks.harness import compare, print_rows, row, torch_threads
 from tinyqwen.loss import TensorMemoryTracker, chunked_cross_entropy, cross_entropy
 
 MiB = 2**20
@@ -130,12 +130,12 @@ def run(quick: bool) -> list[dict]:
     threads = torch.get_num_threads()
     # Each chunk is a series of small operations, so the chunked loss is sensitive to the cost of
     # coordinating threads (worst on a shared machine): time it with all threads and with one.
-    for n_threads in sorted({threads, 1}, reverse=True):
-        torch.set_num_threads(n_threads)
-        try:
+    # Every row has its own benchmark name, so chapter 9 can quote it with records.benchmark.
+    for label, n_threads in (("all threads", threads), ("one thread", 1)):
+        with torch_threads(n_threads):
             rows.append(
                 compare(
-                    "cross-entropy fwd+bwd time",
+                    f"cross-entropy fwd+bwd time, {label}",
                     lambda: step(chunked(s["chunk"]), h, w, t),
                     lambda: step(plain_torch, h, w, t),
                     ours_name="chunked",
@@ -146,11 +146,9 @@ def run(quick: bool) -> list[dict]:
                     note=f"{shape}; {n_threads} torch thread{'s' if n_threads > 1 else ''}",
                 )
             )
-        finally:
-            torch.set_num_threads(threads)
     rows.append(
         compare(
-            "cross-entropy fwd+bwd time",
+            "cross-entropy fwd+bwd time, all threads",
             lambda: step(plain_ours, h, w, t),
             lambda: step(plain_torch, h, w, t),
             ours_name="tinyqwen cross_entropy(h @ W.T)",
