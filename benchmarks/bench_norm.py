@@ -3,15 +3,66 @@
 Forward passes on a (rows, dim) float32 tensor, timed alternately in one process; the ratio is
 ours / peer (below 1: ours is faster). A normalisation layer is memory-bound, so a fused kernel
 can beat a formula that does less arithmetic: this reports what happens, not what should.
+
+"norm choice" times a whole training step (forward, backward, AdamW) of one Qwen3-shaped model
+built twice, once with tinyqwen's RMSNorm everywhere and once with every norm replaced by
+nn.LayerNorm of the same size: chapter 4's experiment at a course preset's size.
 """
 
 from __future__ import annotations
+
+import copy
 
 import torch
 from torch import nn
 
 from benchmarks.harness import compare, print_rows
+from tinyqwen.model import Qwen3Config, Qwen3ForCausalLM
 from tinyqwen.norm import RMSNorm
+
+
+def with_layer_norm(model: nn.Module) -> nn.Module:
+    """Replace every RMSNorm in `model` by an nn.LayerNorm of the same size and eps (in place)."""
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, RMSNorm):
+                setattr(module, name, nn.LayerNorm(child.weight.shape[0], eps=child.eps))
+    return model
+
+
+def train_step(model: nn.Module, ids: torch.Tensor):
+    """A closure running one forward, backward and AdamW step of `model` on ids: (batch, seq + 1)."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step():
+        loss = model(ids[:, :-1], ids[:, 1:]).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def norm_choice_row(quick: bool, device: str, sync) -> dict:
+    preset = "cpu" if quick or device == "cpu" else "t4"
+    batch, seq = (4, 128) if quick else (8, 256)
+    config = Qwen3Config.preset(preset)
+    torch.manual_seed(0)
+    rms_model = Qwen3ForCausalLM(config).to(device)
+    ln_model = with_layer_norm(copy.deepcopy(rms_model)).to(device)
+    ids = torch.randint(0, config.vocab_size, (batch, seq + 1), device=device)
+    return compare(
+        f"norm choice: model train step ({preset} preset, {batch}x{seq} tokens, fp32, {device})",
+        train_step(rms_model, ids),
+        train_step(ln_model, ids),
+        ours_name="RMSNorm (tinyqwen)",
+        peer_name="nn.LayerNorm",
+        repeats=10 if quick else 20,
+        warmup=2,
+        sync=sync,
+        unit="ms",
+        scale=1e3,
+    )
 
 
 def run(quick: bool) -> list[dict]:
@@ -42,6 +93,7 @@ def run(quick: bool) -> list[dict]:
                     scale=1e3,
                 )
             )
+    out.append(norm_choice_row(quick, device, sync))
     return out
 
 
