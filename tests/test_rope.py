@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
+import nbformat
 import pytest
 import torch
 from transformers import Qwen3Config
@@ -149,3 +153,14 @@ def test_dtype_and_device_arguments():
 def test_bad_input_raises_a_clear_value_error(call, words):
     with pytest.raises(ValueError, match=words):
         call()
+
+
+def test_chapter_never_calls_max_position_embeddings_qwen3s_context():
+    """Qwen3 is pre-trained on 32,768 tokens (its "native" context); 40,960 is only the
+    max_position_embeddings of its config.json. A sentence of chapter 2 that puts 40,960 next to
+    the word "context" must say it is max_position_embeddings."""
+    path = Path(__file__).resolve().parents[1] / "notebooks" / "02_positional_embeddings.ipynb"
+    for cell in nbformat.read(path, as_version=4).cells:
+        for sentence in re.split(r"(?<=[.;])\s", cell.source):
+            if re.search(r"40[,_]?960", sentence) and re.search(r"\bcontext\b", sentence, re.I):
+                assert "max_position_embeddings" in sentence, sentence
