@@ -110,46 +110,60 @@ def progress(iterable, *, desc: str, total: int | None = None, **tqdm_kwargs):
     )
     bar = tqdm(iterable, desc=desc, total=total, dynamic_ncols=True, **tqdm_kwargs)
     log = os.environ.get(REHEARSAL_ENV)
-    return bar if not log else _rehearse(bar, desc, total, log)
+    return bar if not log else _Rehearsal(bar, desc, total, log)
 
 
-def _rehearse(bar, desc: str, total: int | None, log: str):
-    from torch.utils._python_dispatch import TorchDispatchMode
-    from torch.utils.flop_counter import FlopCounterMode
+class _Rehearsal:
+    """A progress bar that stops its loop after REHEARSAL_ITERATIONS iterations and logs their
+    cost; everything else (set_postfix, close, ...) is the wrapped tqdm bar's."""
 
-    class OpCounter(TorchDispatchMode):
-        ops = 0
+    def __init__(self, bar, desc: str, total: int | None, log: str):
+        self.bar, self.desc, self.total, self.log = bar, desc, total, log
 
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.ops += 1
-            return func(*args, **(kwargs or {}))
+    def __getattr__(self, name):
+        return getattr(self.bar, name)
 
-    depth = _rehearse.depth = getattr(_rehearse, "depth", 0) + 1
-    runs = []
-    try:
-        for i, item in enumerate(bar):
-            if i >= REHEARSAL_ITERATIONS:
-                break
-            flops, ops = FlopCounterMode(display=False), OpCounter()
-            start = time.perf_counter()
-            with flops, ops:
-                yield item
-            runs.append((time.perf_counter() - start, flops.get_total_flops(), ops.ops))
-    finally:
-        _rehearse.depth = depth - 1
-        bar.close()
-        if runs:
-            record = {
-                "desc": desc,
-                "total": total,
-                "depth": depth,
-                "iterations_run": len(runs),
-                "seconds_per_iteration": sum(r[0] for r in runs) / len(runs),
-                "flops_per_iteration": sum(r[1] for r in runs) / len(runs),
-                "ops_per_iteration": sum(r[2] for r in runs) / len(runs),
-            }
-            with open(log, "a") as f:
-                f.write(json.dumps(record) + "\n")
+    def __iter__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils.flop_counter import FlopCounterMode
+
+        class OpCounter(TorchDispatchMode):
+            ops = 0
+
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                self.ops += 1
+                return func(*args, **(kwargs or {}))
+
+        depth = _Rehearsal.depth = getattr(_Rehearsal, "depth", 0) + 1
+        runs = []
+        try:
+            for i, item in enumerate(self.bar):
+                if i >= REHEARSAL_ITERATIONS:
+                    break
+                flops, ops = FlopCounterMode(display=False), OpCounter()
+                start = time.perf_counter()
+                with flops, ops:
+                    yield item
+                runs.append((time.perf_counter() - start, flops.get_total_flops(), ops.ops))
+        finally:
+            _Rehearsal.depth = depth - 1
+            self.bar.close()
+            if runs:
+                self._write(depth, runs)
+
+    def _write(self, depth: int, runs: list) -> None:
+        record = {
+            "desc": self.desc,
+            "total": self.total,
+            "depth": depth,
+            "iterations_run": len(runs),
+            "seconds_per_iteration": sum(r[0] for r in runs) / len(runs),
+            "flops_per_iteration": sum(r[1] for r in runs) / len(runs),
+            "ops_per_iteration": sum(r[2] for r in runs) / len(runs),
+            "finished": time.time(),
+        }
+        with open(self.log, "a") as f:
+            f.write(json.dumps(record) + "\n")
 
 
 def setup(seed: int = 0, *, chapter: str | None = None, verbose: bool = True) -> Runtime:

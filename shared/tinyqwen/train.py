@@ -37,7 +37,7 @@ from .data import TokenDataset, prepare_corpus, read_tokens
 from .loss import bits_per_byte
 from .model import Qwen3Config, Qwen3ForCausalLM
 from .optim import build_optimizer, set_lr
-from .runtime import seed_everything
+from .runtime import progress, seed_everything
 from .tokenizer import BPETokenizer
 
 # %% ../../notebooks/11_train_on_gpu.ipynb #t009
@@ -701,8 +701,8 @@ def _loop(run: _Run) -> None:
     bytes_per_token = run.meta["files"]["val.bin"]["text_bytes"] / run.meta["val_tokens"]
     no_sync = None if run.world == 1 else (
         lambda i: run.step_model.no_sync() if i < cfg.grad_accum - 1 else nullcontext())
-    bar = tqdm(range(run.start, cfg.max_steps), initial=run.start, total=cfg.max_steps, desc="training",
-               disable=not (run.is_main and cfg.progress), dynamic_ncols=True)
+    bar = progress(range(run.start, cfg.max_steps), desc="training", initial=run.start, total=cfg.max_steps,
+                   disable=not (run.is_main and cfg.progress))
     pending, clock = [], [time.perf_counter()]
     run.model.train()
     for step in bar:
