@@ -1072,14 +1072,17 @@ def _attempt(
         except (OSError, ValueError):
             lines.put(b"")
 
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    try:
+    def feed() -> None:  # in a thread: a runner that never reads must not block the grader
         try:
             proc.stdin.write(json.dumps({"token": token, "cells": cells}).encode())
             proc.stdin.close()
-        except OSError:
+        except (OSError, ValueError):
             pass
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    threading.Thread(target=feed, daemon=True).start()
+    try:
         _follow(att, lines, token, expected, kinds, limits, deadline)
     finally:
         _kill(proc, uid, box)
@@ -1295,9 +1298,12 @@ def grade_all(
     limits: Limits | None = None,
     bwrap: str | None = None,
     sandbox: Sandbox | None = None,
+    done: list | None = None,
 ) -> tuple[list[dict], Sandbox]:
     """Grade every submission in ``paths`` (files or directories) against the instructor
-    notebooks in ``source``; one result per submission, in order, whatever happens."""
+    notebooks in ``source``; one result per submission, in order, whatever happens to the
+    others. ``done`` (a list) receives each result as soon as it is known, so a caller that is
+    interrupted can still report what was graded."""
     limits = limits or Limits()
     assignments = load_assignments(source)
     subs = read_submissions(submission_paths(paths))
@@ -1352,6 +1358,9 @@ def grade_all(
                 "status": "error",
                 "error": f"grader error: {type(exc).__name__}: {exc}",
             }
+        finally:
+            if done is not None and results[index] is not None:
+                done.append(results[index])
 
     try:
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
@@ -1488,6 +1497,7 @@ def main(argv=None) -> int:
         timeout=args.timeout, submission_timeout=args.submission_timeout, memory_gb=args.memory_gb
     )
     results: list[dict] = []
+    finished: list[dict] = []  # what is known if grading is interrupted
     box = Sandbox("none", "none: not started")
     try:
         box = detect_sandbox(args.bwrap)
@@ -1500,12 +1510,13 @@ def main(argv=None) -> int:
                 file=sys.stderr,
             )
         results, box = grade_all(
-            args.submissions, args.source, jobs=args.jobs, limits=limits, sandbox=box
+            args.submissions, args.source, jobs=args.jobs, limits=limits, sandbox=box, done=finished
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:
+        results = results or finished
         if results or not args.submissions:
             print(report_table(results, box))
         if args.csv:
