@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -327,9 +328,14 @@ def test_allowed_decorators_become_the_runners_own():
         lambda: torch.set_default_dtype(torch.float64),
         lambda: torch.set_grad_enabled(False),
         lambda: torch.nn.modules.module.register_module_forward_hook(lambda *a: None),
+        lambda: signal.signal(signal.SIGALRM, lambda *a: None),
+        lambda: signal.setitimer(signal.ITIMER_REAL, 30),
     ],
-    ids=["sys.path", "sys.modules", "default dtype", "grad mode", "global module hook"],
-)
+    ids=[
+        "sys.path", "sys.modules", "default dtype", "grad mode", "global module hook",
+        "signal handler", "interval timer",
+    ],
+)  # fmt: skip
 def test_learner_call_puts_back_and_reports_global_changes(change):
     import json as json_module
 
@@ -339,3 +345,5 @@ def test_learner_call_puts_back_and_reports_global_changes(change):
     assert (list(sys.path), torch.get_default_dtype(), torch.is_grad_enabled()) == before
     assert sys.modules["json"] is json_module
     assert not torch.nn.modules.module._global_forward_hooks
+    assert signal.getsignal(signal.SIGALRM) is signal.SIG_DFL
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)

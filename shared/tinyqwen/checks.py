@@ -16,7 +16,8 @@ one-line wrapper around them fails. Around the call it checks that the function 
 interpreter as it found it: the notebook's variables, ``torch``/``numpy``/``math``/builtins, the
 test helpers, IPython's input and AST transformers, ``sys.path`` and the modules in
 ``sys.modules``, torch's global switches (default dtype, grad mode, function and dispatch modes,
-global ``nn.Module`` hooks), no extra threads or child processes.
+global ``nn.Module`` hooks), signal handlers and interval timers, no extra threads or child
+processes.
 Anything changed is put back and :class:`TamperingError` is raised. The result is copied into
 plain tensors, numbers and containers before the check looks at it.
 
@@ -313,6 +314,39 @@ def _restore_torch(before: dict) -> list[str]:
     return found
 
 
+_TIMERS = ("ITIMER_REAL", "ITIMER_VIRTUAL", "ITIMER_PROF")
+
+
+def _signal_state() -> dict:
+    """Signal handlers and interval timers: a handler left behind receives the frame it
+    interrupts, so it could run the learner's code inside a later check."""
+    handlers = {}
+    for sig in signal.valid_signals():
+        try:
+            handlers[sig] = signal.getsignal(sig)
+        except (ValueError, OSError):
+            continue
+    timers = {t: signal.getitimer(getattr(signal, t)) for t in _TIMERS if hasattr(signal, t)}
+    return {"handlers": handlers, "timers": timers}
+
+
+def _restore_signals(before: dict) -> list[str]:
+    found = []
+    for sig, handler in before["handlers"].items():
+        if signal.getsignal(sig) is not handler:
+            found.append(f"changed the handler of signal {sig}")
+            if threading.current_thread() is threading.main_thread() and handler is not None:
+                try:
+                    signal.signal(sig, handler)
+                except (ValueError, OSError):
+                    pass
+    for name in before["timers"]:
+        if signal.getitimer(getattr(signal, name))[0] > 0:
+            found.append(f"left an interval timer ({name}) running")
+            signal.setitimer(getattr(signal, name), 0)
+    return found
+
+
 class _Snapshot:
     """What the interpreter looked like before the learner's code ran."""
 
@@ -325,6 +359,7 @@ class _Snapshot:
         self.path = list(sys.path)
         self.modules = dict(sys.modules)
         self.torch = _torch_state()
+        self.signals = _signal_state()
         self.threads = set(threading.enumerate())
         self.children = _children()
         self.ipython = _ipython_state()
@@ -377,6 +412,7 @@ class _Snapshot:
                 found.append(f"replaced or removed sys.modules[{name!r}]")
                 sys.modules[name] = module
         found += _restore_torch(self.torch)
+        found += _restore_signals(self.signals)
         new_threads = [t for t in threading.enumerate() if t not in self.threads and t.is_alive()]
         if new_threads:
             found.append(f"left {len(new_threads)} thread(s) running")
