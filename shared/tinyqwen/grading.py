@@ -978,9 +978,23 @@ def _tail(path: Path, n: int = 600) -> str:
         return ""
 
 
-def _kill(proc: subprocess.Popen, uid: int | None, box: Sandbox) -> None:
-    """SIGKILL the sandbox's process group (bubblewrap takes its pid namespace with it), then
-    every process left under the slot's uid."""
+def _kill(proc: subprocess.Popen) -> None:
+    """SIGKILL a run and everything it started.
+
+    Under bubblewrap the runner lives in its own pid namespace, whose first process is
+    bubblewrap's child: killing it makes the kernel kill every process in the namespace, and
+    bubblewrap exits only once they are all gone (so the slot's uid has no processes left for the
+    next run). Without bubblewrap, the process group is killed; a process that left it survives.
+    """
+    for child in _children_of(proc.pid):
+        try:
+            os.kill(child, signal.SIGKILL)
+        except OSError:
+            pass
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except OSError:
@@ -989,35 +1003,14 @@ def _kill(proc: subprocess.Popen, uid: int | None, box: Sandbox) -> None:
         proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         pass
-    if box.setpriv and uid is not None:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            left = _processes_of(uid)
-            if not left:
-                break
-            for pid in left:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
-            time.sleep(0.05)
 
 
-def _processes_of(uid: int) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/status") as f:
-                for line in f:
-                    if line.startswith("Uid:"):
-                        if int(line.split()[1]) == uid:
-                            pids.append(int(entry))
-                        break
-        except (OSError, ValueError):
-            continue
-    return pids
+def _children_of(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except (OSError, ValueError):
+        return []
 
 
 def _attempt(
@@ -1085,13 +1078,14 @@ def _attempt(
     try:
         _follow(att, lines, token, expected, kinds, limits, deadline)
     finally:
-        _kill(proc, uid, box)
+        _kill(proc)
         reader.join(timeout=5)
         proc.stdout.close()
         if att.stopped and "died" in att.stopped:
             tail = _tail(log_path)
             if tail:
                 att.stopped += f" (last output: …{tail[-200:]})"
+        log_path.unlink(missing_ok=True)
         shutil.rmtree(scratch, ignore_errors=True)
     return att
 
