@@ -256,6 +256,92 @@ def test_bad_inputs_raise_value_errors():
         bits_per_byte(1.0, 0, 10)
 
 
+def test_bad_target_ids_get_an_error_that_names_them():
+    logits = torch.randn(2, 3, 10)
+    for bad in (10, -1, 99):
+        targets = torch.tensor([[1, -100, 2], [3, bad, 4]])
+        with pytest.raises(ValueError, match=rf"target id {bad} .*\[0, 10\).*ignore_index=-100"):
+            cross_entropy(logits, targets)
+    # the ignored id is whatever ignore_index says, not always -100
+    with pytest.raises(ValueError, match="target id -100 .*ignore_index=-1"):
+        cross_entropy(logits, torch.tensor([[1, -100, 2], [3, -1, 4]]), ignore_index=-1)
+    assert torch.isfinite(
+        cross_entropy(logits, torch.tensor([[1, -1, 2], [3, -1, 4]]), ignore_index=-1)
+    )
+
+
+# Every way a tensor's value reaches Python; on a GPU each one makes the host wait for the device.
+HOST_READS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__", "numpy")
+
+
+def _host_reads(monkeypatch, fn) -> int:
+    count = [0]
+    for name in HOST_READS:
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _original=original, **k):
+            count[0] += 1
+            return _original(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    try:
+        fn()
+    finally:
+        monkeypatch.undo()
+    return count[0]
+
+
+@pytest.mark.parametrize("which", ["cross_entropy", "label_smoothing", "sum", "z_loss", "chunked"])
+def test_the_loss_reads_no_tensor_value_into_python(monkeypatch, which):
+    """The trainer reads the GPU only every log_every steps; the loss must not read it every step."""
+    h, w, t = _hidden_weight_targets(n=48, batch=3)
+    h, w = h.requires_grad_(), w.requires_grad_()
+    losses = {
+        "cross_entropy": lambda: cross_entropy(h @ w.T, t),
+        "label_smoothing": lambda: cross_entropy(h @ w.T, t, label_smoothing=0.1),
+        "sum": lambda: cross_entropy(h @ w.T, t, reduction="sum"),
+        "z_loss": lambda: z_loss(h @ w.T, t),
+        "chunked": lambda: chunked_cross_entropy(h, w, t, chunk_size=7),
+    }
+    assert _host_reads(monkeypatch, lambda: losses[which]().backward()) == 0
+    assert h.grad is not None and torch.isfinite(h.grad).all()
+    # the counter itself sees a read (test premise): the old check `if bad.any(): raise`
+    assert _host_reads(monkeypatch, lambda: bool((t >= w.shape[0]).any())) == 1
+
+
+CUDA_SYNC_SCRIPT = textwrap.dedent("""
+    import sys, torch
+    from tinyqwen.loss import chunked_cross_entropy, cross_entropy
+    h = torch.randn(64, 32, device="cuda", requires_grad=True)
+    w = torch.randn(1000, 32, device="cuda", requires_grad=True)
+    t = torch.randint(0, 1000, (64,), device="cuda")
+    t[:5] = -100
+    if sys.argv[1] == "bad":
+        t[9] = 1000
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any synchronising call raises from here on
+    cross_entropy(h @ w.T, t).backward()
+    chunked_cross_entropy(h, w, t, chunk_size=16).backward()
+    torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()  # a failed device-side assertion surfaces here
+    print("ok")
+""")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_a_gpu_the_loss_never_synchronises_and_a_bad_id_still_fails():
+    """Fresh processes: a failed device-side assertion leaves the CUDA context unusable."""
+    good = subprocess.run(
+        [sys.executable, "-c", CUDA_SYNC_SCRIPT, "good"], capture_output=True, text=True
+    )
+    assert good.returncode == 0 and "ok" in good.stdout, good.stderr
+    bad = subprocess.run(
+        [sys.executable, "-c", CUDA_SYNC_SCRIPT, "bad"], capture_output=True, text=True
+    )
+    assert bad.returncode != 0 and "ok" not in bad.stdout
+    assert "assert" in bad.stderr.lower(), bad.stderr
+
+
 def test_loss_at_uniform_prediction_is_log_vocab_and_perplexity_is_vocab():
     vocab = 151_936
     loss = cross_entropy(torch.zeros(3, vocab), torch.tensor([0, 7, vocab - 1]))

@@ -35,24 +35,28 @@ def log_softmax(logits: torch.Tensor, dim: int = -1) -> torch.Tensor:
     shifted = logits - logits.amax(dim=dim, keepdim=True).detach()
     return shifted - shifted.exp().sum(dim=dim, keepdim=True).log()
 
-
+# %% ../../notebooks/09_loss_functions.ipynb #c013d
 def _check_targets(targets: torch.Tensor, vocab_size: int, ignore_index: int) -> None:
-    """Raise ValueError for non-integer targets or ids outside [0, vocab) that are not ignored.
+    """Raise for targets that are not integer ids in [0, vocab_size) or ignore_index.
 
-    The range check reads the tensor, which would force a GPU to synchronise, so it runs for CPU
-    tensors only; on an accelerator an out-of-range id still fails inside `gather`.
+    targets: (...). The range test never reads the tensor into Python on the normal path, so the
+    host does not wait for the device: torch._assert_async queues the assertion with the other
+    kernels. On CPU it fails at once, and the ValueError names the offending id; on a GPU the
+    failure surfaces as a device-side assertion at the next synchronisation.
     """
     if targets.dtype.is_floating_point or targets.dtype.is_complex or targets.dtype == torch.bool:
         raise ValueError(f"targets must hold integer token ids, got dtype {targets.dtype}")
-    if targets.device.type == "cpu":
-        bad = (targets != ignore_index) & ((targets < 0) | (targets >= vocab_size))
-        if bad.any():
-            raise ValueError(
-                f"target id {int(targets[bad][0])} is outside the vocabulary [0, {vocab_size}) "
-                f"and is not ignore_index={ignore_index}"
-            )
+    in_range = (targets == ignore_index) | ((targets >= 0) & (targets < vocab_size))
+    rule = f"target ids must lie in [0, {vocab_size}) or equal ignore_index={ignore_index}"
+    try:
+        torch._assert_async(in_range.all(), rule)
+    except RuntimeError:  # raised here only where nothing runs ahead of Python (CPU)
+        if targets.device.type != "cpu":
+            raise
+        bad = targets[~in_range].flatten()[0]  # reading values costs nothing now: we stop anyway
+        raise ValueError(f"target id {int(bad)} is outside the vocabulary: {rule}") from None
 
-
+# %% ../../notebooks/09_loss_functions.ipynb #c013h
 def cross_entropy(
     logits: torch.Tensor,
     targets: torch.Tensor,
@@ -68,6 +72,7 @@ def cross_entropy(
     ("mean", NaN if none count, as in PyTorch), their sum ("sum"), or the per-position loss with
     zeros at ignored positions ("none", shape (...)). `label_smoothing` = epsilon mixes the one-hot
     target with a uniform distribution: loss = (1 - eps) * nll + eps * mean_j(-log p_j).
+    Reads no tensor value into Python, so on a GPU the host never waits for it.
     """
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
@@ -92,7 +97,7 @@ def cross_entropy(
         return nll.sum()
     return nll.sum() / valid.sum()
 
-
+# %% ../../notebooks/09_loss_functions.ipynb #c013k
 def z_loss(logits: torch.Tensor, targets: torch.Tensor | None = None, ignore_index: int = -100) -> torch.Tensor:
     """Mean squared log-normaliser, mean(logsumexp(z)^2), over counted positions.
 
@@ -130,6 +135,59 @@ def _compute_dtype(hidden: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
     return torch.promote_types(hidden.dtype, weight.dtype)
 
 
+def _chunked_forward(hidden, weight, targets, chunk_size: int, ignore_index: int, cdtype):
+    """Summed loss of the counted rows and every row's log-normaliser, one chunk at a time.
+
+    hidden: (tokens, hidden_size), weight: (vocab, hidden_size), targets: (tokens,).
+    Returns (total: (), lse: (tokens,)) in float32 or wider; only one (chunk_size, vocab) block
+    of logits is alive at a time.
+    """
+    acc = torch.promote_types(cdtype, torch.float32)  # softmax and sums: at least float32
+    lse = torch.empty(hidden.shape[0], dtype=acc, device=hidden.device)
+    total = torch.zeros((), dtype=acc, device=hidden.device)
+    with torch.autocast(hidden.device.type, enabled=False):
+        w = weight.to(cdtype)
+        for s in range(0, hidden.shape[0], chunk_size):
+            logits = (hidden[s : s + chunk_size].to(cdtype) @ w.T).to(acc)  # (chunk, vocab)
+            lse_c = logsumexp(logits, dim=-1)  # (chunk,)
+            v = targets[s : s + chunk_size] != ignore_index
+            t = torch.where(v, targets[s : s + chunk_size], 0)
+            picked = logits.gather(1, t[:, None]).squeeze(1)  # logit of the right token
+            total += torch.where(v, lse_c - picked, 0.0).sum()
+            lse[s : s + chunk_size] = lse_c
+    return total, lse
+
+# %% ../../notebooks/09_loss_functions.ipynb #c015d
+def _chunked_backward(hidden, weight, targets, lse, scale, chunk_size: int, ignore_index: int, cdtype,
+                      need_hidden: bool = True, need_weight: bool = True):
+    """Gradients for hidden and weight of scale * (summed loss), recomputing each chunk's logits.
+
+    lse: (tokens,) from the forward pass; scale: () the upstream gradient (divided by the number
+    of counted rows for a mean). Per chunk g = (softmax - one_hot) * scale on counted rows and 0
+    on ignored ones; grad_hidden = g W, grad_weight += g^T H. Returns (grad_hidden, grad_weight),
+    None where not needed.
+    """
+    acc = lse.dtype
+    grad_h = torch.empty_like(hidden) if need_hidden else None
+    grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if need_weight else None
+    with torch.autocast(hidden.device.type, enabled=False):
+        w = weight.to(cdtype)
+        for s in range(0, hidden.shape[0], chunk_size):
+            h = hidden[s : s + chunk_size].to(cdtype)
+            v = targets[s : s + chunk_size] != ignore_index
+            t = torch.where(v, targets[s : s + chunk_size], 0)
+            g = (h @ w.T).to(acc)  # recomputed logits, (chunk, vocab)
+            g.sub_(lse[s : s + chunk_size, None]).exp_()  # softmax, in place
+            g.scatter_add_(1, t[:, None], -v[:, None].to(acc))  # minus one-hot (counted rows)
+            g.mul_((v.to(acc) * scale)[:, None])  # ignored rows get no gradient
+            g = g.to(cdtype)
+            if need_hidden:
+                grad_h[s : s + chunk_size] = g @ w
+            if need_weight:
+                grad_w += (g.T @ h).to(acc)
+    return grad_h, grad_w.to(weight.dtype) if need_weight else None
+
+# %% ../../notebooks/09_loss_functions.ipynb #c015f
 class ChunkedCrossEntropyFunction(torch.autograd.Function):
     """Cross-entropy of `hidden @ weight.T` computed `chunk_size` rows at a time.
 
@@ -142,22 +200,8 @@ class ChunkedCrossEntropyFunction(torch.autograd.Function):
     def forward(ctx, hidden, weight, targets, chunk_size, ignore_index, reduction):
         # hidden: (tokens, hidden_size), weight: (vocab, hidden_size), targets: (tokens,)
         cdtype = _compute_dtype(hidden, weight)
-        acc = torch.promote_types(cdtype, torch.float32)  # softmax and sums: at least float32
-        n = hidden.shape[0]
-        valid = targets != ignore_index
-        lse = torch.empty(n, dtype=acc, device=hidden.device)
-        total = torch.zeros((), dtype=acc, device=hidden.device)
-        with torch.autocast(hidden.device.type, enabled=False):
-            w = weight.to(cdtype)
-            for s in range(0, n, chunk_size):
-                logits = (hidden[s : s + chunk_size].to(cdtype) @ w.T).to(acc)  # (chunk, vocab)
-                lse_c = logsumexp(logits, dim=-1)  # (chunk,)
-                v = valid[s : s + chunk_size]
-                t = torch.where(v, targets[s : s + chunk_size], 0)
-                picked = logits.gather(1, t[:, None]).squeeze(1)  # logit of the right token
-                total += torch.where(v, lse_c - picked, 0.0).sum()
-                lse[s : s + chunk_size] = lse_c
-        n_valid = valid.sum()
+        total, lse = _chunked_forward(hidden, weight, targets, chunk_size, ignore_index, cdtype)
+        n_valid = (targets != ignore_index).sum()
         ctx.save_for_backward(hidden, weight, targets, lse, n_valid)
         ctx.cfg = (chunk_size, ignore_index, reduction, cdtype)
         return total / n_valid if reduction == "mean" else total
@@ -167,29 +211,14 @@ class ChunkedCrossEntropyFunction(torch.autograd.Function):
     def backward(ctx, grad_out):
         hidden, weight, targets, lse, n_valid = ctx.saved_tensors
         chunk_size, ignore_index, reduction, cdtype = ctx.cfg
-        acc = lse.dtype
-        scale = grad_out.to(acc) / n_valid if reduction == "mean" else grad_out.to(acc)
-        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_h = torch.empty_like(hidden) if need_h else None
-        grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if need_w else None
-        with torch.autocast(hidden.device.type, enabled=False):
-            w = weight.to(cdtype)
-            for s in range(0, hidden.shape[0], chunk_size):
-                h = hidden[s : s + chunk_size].to(cdtype)
-                v = targets[s : s + chunk_size] != ignore_index
-                t = torch.where(v, targets[s : s + chunk_size], 0)
-                g = (h @ w.T).to(acc)  # recomputed logits, (chunk, vocab)
-                g.sub_(lse[s : s + chunk_size, None]).exp_()  # softmax, in place
-                g.scatter_add_(1, t[:, None], -v[:, None].to(acc))  # minus one-hot (counted rows)
-                g.mul_((v.to(acc) * scale)[:, None])  # ignored rows get no gradient
-                g = g.to(cdtype)
-                if need_h:
-                    grad_h[s : s + chunk_size] = g @ w
-                if need_w:
-                    grad_w += (g.T @ h).to(acc)
-        return grad_h, grad_w.to(weight.dtype) if need_w else None, None, None, None, None
+        scale = grad_out.to(lse.dtype) / n_valid if reduction == "mean" else grad_out.to(lse.dtype)
+        grad_h, grad_w = _chunked_backward(
+            hidden, weight, targets, lse, scale, chunk_size, ignore_index, cdtype,
+            ctx.needs_input_grad[0], ctx.needs_input_grad[1],
+        )
+        return grad_h, grad_w, None, None, None, None
 
-
+# %% ../../notebooks/09_loss_functions.ipynb #c015g
 def chunked_cross_entropy(
     hidden: torch.Tensor,
     lm_head_weight: torch.Tensor,
@@ -204,7 +233,7 @@ def chunked_cross_entropy(
     hidden: (..., hidden_size) final hidden states; lm_head_weight: (vocab, hidden_size);
     targets: (...) ids or `ignore_index`. Peak extra memory is O(chunk_size * vocab) instead of
     O(tokens * vocab); loss and gradients (for hidden and weight) equal the unchunked ones.
-    reduction: "mean" over counted positions or "sum".
+    reduction: "mean" over counted positions or "sum". Reads no tensor value into Python.
     """
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
