@@ -302,6 +302,13 @@ def test_definitions_that_could_run_code_are_not_carried(source, why):
     assert c.error.startswith("not carried") and why in c.error, c.error
 
 
+def test_a_cell_magic_is_dropped_and_its_body_kept():
+    c = carry("%%time\ndef f(x):\n    return x\nprint(f(1))\n")
+    assert not c.error and c.binds == ["f"]
+    assert c.notes[0] == "line 1: the cell magic %%time is not carried"
+    assert c.notes[1].startswith("line 4 is not carried")
+
+
 def test_allowed_decorators_become_the_runners_own():
     c = carry(
         "import functools, torch\n"

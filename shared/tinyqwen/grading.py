@@ -564,6 +564,10 @@ def carry(source: str, packages: set[str] = frozenset()) -> Carried:
     ``error`` says why.
     """
     out = Carried()
+    if source.lstrip().startswith("%%"):  # a cell magic (%%time): its body is the cell
+        magic, _, source = source.lstrip().partition("\n")
+        out.notes.append(f"line 1: the cell magic {magic.split()[0]} is not carried")
+        source = "\n" + source  # keep line numbers
     try:
         tree = _parse(source)
     except (SyntaxError, ValueError, MemoryError, RecursionError) as exc:
