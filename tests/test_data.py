@@ -701,3 +701,14 @@ def test_the_ci_sized_trainer_request_fits(tmp_path):
     assert meta["val_tokens"] >= 4 * 16 * 129
     ds = TokenDataset(tmp_path / "val.bin", 128, 16)
     assert ds.n_windows >= 16
+
+
+def test_a_folder_from_the_previous_format_is_named_as_such(tmp_path, stories, tok):
+    prepare_token_files(stories[:40], tok, tmp_path, val_fraction=0.3, progress=False)
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    old = {k: v for k, v in meta.items() if k != "settings"} | {"format": "tinyqwen-tokens-1"}
+    write_json_atomic(tmp_path / "meta.json", old)
+    with pytest.raises(
+        ValueError, match=r"format: prepared 'tinyqwen-tokens-1' \(no settings recorded\)"
+    ):
+        prepare_corpus("synthetic", 100, out_dir=tmp_path, **CORPUS)

@@ -673,7 +673,9 @@ def prepared_status(out_dir, settings: dict) -> tuple[str, dict | None, list[str
     problems = _broken(out, meta)
     if problems:
         return "missing", None, problems
-    differences = _differences(meta.get("settings", {"format": meta.get("format")}), settings)
+    if "settings" not in meta:  # made by an older version that recorded no settings
+        return "mismatch", meta, [f"format: prepared {meta.get('format')!r} (no settings recorded), requested {FORMAT!r}"]
+    differences = _differences(meta["settings"], settings)
     return ("mismatch" if differences else "match"), meta, differences
 
 # %% ../../notebooks/07_training_data.ipynb #c132
