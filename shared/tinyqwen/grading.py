@@ -1613,6 +1613,11 @@ def _runner(argv: list[str]) -> int:  # noqa: C901 - one sequential procedure, r
 
     from tinyqwen import checks
 
+    try:  # notebook code tells Jupyter apart by it ("ipykernel" in sys.modules); no kernel starts
+        import ipykernel  # noqa: F401
+    except ImportError:
+        pass
+
     # Imports the definitions carry, resolved now: before any learner code has run.
     resolved: dict[tuple, object] = {}
     import importlib
