@@ -159,6 +159,7 @@ def test_what_was_left_out_and_tried_is_reported(batch):
     assert "thread" in r["leaves_a_thread"]["exercises"][0]["error"]
     assert "time limit" in r["hangs"]["exercises"][0]["error"]
     assert r["hangs"]["restarts"] == 2 and r["patches_checker"]["restarts"] == 2
+    assert r["transformer_in_function"]["restarts"] == 1  # a shell made inside the function
     assert r["correct"]["restarts"] == 0 and r["correct"]["flags"] == []
 
 

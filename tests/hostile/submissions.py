@@ -76,10 +76,15 @@ def specs(paths: dict) -> dict:
             "points": [1, 0, 0],
         },
         "transformer_in_function": {
+            # no shell runs the checks; the function makes one and hooks it
             "solutions": {
-                VAR: "def var_last(x):\n    "
-                + TRANSFORMER.replace("\n", "\n    ")
-                + "return x.var(-1)\n",
+                VAR: (
+                    "def var_last(x):\n"
+                    "    from IPython.core.interactiveshell import InteractiveShell\n"
+                    "    shell = InteractiveShell.instance()\n"
+                    "    shell.input_transformers_post.append(lambda lines: ['pass\\n'])\n"
+                    "    return x[..., 0]\n"
+                ),
                 COUNT: SOLVED[COUNT],
             },
             "points": [0, 0, 1],
