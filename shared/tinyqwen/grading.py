@@ -1201,7 +1201,7 @@ def grade_submission(
                 outcome[i] = (ok, err)
                 if i in pending:
                     pending.remove(i)
-            elif not ok and plan_kind(plan, i) == "instructor":
+            elif not ok and _plan_kind(plan, i) == "instructor":
                 problems.append(f"instructor cell {i} failed: {err}")
         for i, extra in att.notes.items():
             notes.setdefault(_exercise_of(i, plan), []).extend(extra)
@@ -1254,7 +1254,7 @@ def grade_submission(
                 "points": ex.points if ok else 0,
                 "max_points": ex.points,
                 "error": err,
-                "notes": notes.get(ex.cell, []),
+                "notes": list(dict.fromkeys(notes.get(ex.cell, []))),  # once, not once per run
             }
         )
     problems = list(dict.fromkeys(problems))
@@ -1271,7 +1271,7 @@ def grade_submission(
     }
 
 
-def plan_kind(plan: Plan, i: int) -> str:
+def _plan_kind(plan: Plan, i: int) -> str:
     return next((c["kind"] for c in plan.cells if c["i"] == i), "")
 
 
