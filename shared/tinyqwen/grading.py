@@ -1558,7 +1558,7 @@ GUARDED_EVENTS = frozenset(
         "code.__new__", "function.__new__", "compile", "exec", "marshal.loads", "marshal.load",
         "object.__setattr__", "object.__delattr__", "open", "mmap.__new__",
         "os.system", "os.fork", "os.forkpty", "os.kill", "os.killpg", "signal.pthread_kill",
-        "_thread.start_new_thread",
+        "_thread.start_new_thread", "import",
     }
 )  # fmt: skip
 GUARDED_PREFIXES = (
@@ -1573,6 +1573,8 @@ GUARDED_PREFIXES = (
     "cpython.",
 )
 FRAME_ATTRIBUTES = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame"})
+# CPython's test modules (arbitrary memory access) and subinterpreters: never for an exercise.
+DENIED_IMPORTS = ("_test", "_xxtestfuzz", "_xxsubinterpreters", "_ctypes_test")
 IMPORTLIB_FRAMES = ("<frozen importlib._bootstrap>", "<frozen importlib._bootstrap_external>")
 LEARNER_FILE = "<solution "  # the file name of code compiled from a solution cell
 
@@ -1918,6 +1920,10 @@ def _install_guard(
             return "anywhere"
         if event == "object.__getattr__" and (len(args) < 2 or args[1] not in FRAME_ATTRIBUTES):
             return ""
+        if event == "import" and not (
+            args and isinstance(args[0], str) and args[0].startswith(DENIED_IMPORTS)
+        ):
+            return ""
         caller = getframe(2)
         culprit = learner_frame(caller)
         if not culprit:
@@ -1964,7 +1970,14 @@ def _install_guard(
         finally:
             busy.discard(ident)
         if culprit:
-            what = event if event != "object.__getattr__" else f"frame access ({args[1]})"
+            what = {
+                "object.__getattr__": lambda: f"frame access ({args[1]})",
+                "import": lambda: f"import {args[0]}",
+                # never repr() an object the learner made: only plain paths are shown
+                "open": lambda: (
+                    f"open({args[0]!r})"[:80] if type(args[0]) in (str, bytes, int) else "open"
+                ),
+            }.get(event, lambda: event)()
             violations.append(what)
             raise PermissionError(
                 f"grading does not allow {what} in an exercise's code (from {culprit})"

@@ -169,6 +169,8 @@ def specs(paths: dict) -> dict:
                     "    socket.create_connection(('1.1.1.1', 80), timeout=3).close()\n"
                     "    return x.var(-1, unbiased=False)\n"
                 ),
+                # CPython's test module reads and writes raw memory
+                MAX: "def max_last(x):\n    import _testcapi\n    return x.amax(-1)\n",
                 COUNT: SOLVED[COUNT],
             },
             "points": [0, 0, 1],
