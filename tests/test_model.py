@@ -385,3 +385,192 @@ def test_top_k_and_top_p_equal_transformers_warpers():
         top_p_filter(logits, 0.0)
     with pytest.raises(ValueError, match="temperature"):
         sample_next_token(logits, temperature=-1.0)
+
+
+# ---- save_pretrained / from_pretrained into a folder that already holds a checkpoint ---------
+
+
+def _weights_files(folder) -> set[str]:
+    return {p.name for p in folder.iterdir() if p.name.startswith("model")}
+
+
+@pytest.mark.parametrize("first_shard, second_shard", [(20_000, "5GB"), ("5GB", 20_000)])
+def test_saving_over_an_older_checkpoint_leaves_no_stale_files(first_shard, second_shard, tmp_path):
+    """Sharded then single file (and the reverse): both loaders must see only the second save."""
+    kw = DENSE["mha-untied"]
+    ids = tokens(kw, seed=21)
+    ours_model(kw, seed=19).save_pretrained(tmp_path, max_shard_size=first_shard)
+    (tmp_path / "tokenizer.json").write_text("{}")  # a file that saving does not write survives
+    second = ours_model(kw, seed=20)
+    second.save_pretrained(tmp_path, max_shard_size=second_shard)
+    sharded = second_shard != "5GB"
+    assert (tmp_path / "model.safetensors").exists() != sharded
+    assert (tmp_path / "model.safetensors.index.json").exists() == sharded
+    index = tmp_path / "model.safetensors.index.json"
+    shards = set(json.loads(index.read_text())["weight_map"].values()) if sharded else set()
+    assert _weights_files(tmp_path) == (shards | {index.name} if sharded else {"model.safetensors"})
+    assert (tmp_path / "tokenizer.json").read_text() == "{}"
+    assert not [p for p in tmp_path.parent.iterdir() if p.name.startswith(f".{tmp_path.name}.")]
+    hf = transformers.Qwen3ForCausalLM.from_pretrained(tmp_path, dtype=torch.float32).eval()
+    with torch.no_grad():
+        expected = second(ids).logits
+        torch.testing.assert_close(
+            Qwen3ForCausalLM.from_pretrained(tmp_path)(ids).logits, expected, atol=0, rtol=0
+        )
+        torch.testing.assert_close(hf(ids).logits, expected, **TOL)
+
+
+def test_loading_prefers_model_safetensors_like_transformers(tmp_path):
+    """A folder left by another writer with a new model.safetensors beside stale shards."""
+    kw = DENSE["mha-untied"]
+    ours_model(kw, seed=22).save_pretrained(tmp_path, max_shard_size=20_000)  # old: shards + index
+    new = ours_model(kw, seed=23)
+    state = {k: v.contiguous() for k, v in new.state_dict().items()}
+    save_file(state, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    assert (tmp_path / "model.safetensors.index.json").exists()
+    ids = tokens(kw, seed=24)
+    hf = transformers.Qwen3ForCausalLM.from_pretrained(tmp_path, dtype=torch.float32).eval()
+    with torch.no_grad():
+        expected = new(ids).logits
+        torch.testing.assert_close(
+            Qwen3ForCausalLM.from_pretrained(tmp_path)(ids).logits, expected, atol=0, rtol=0
+        )
+        torch.testing.assert_close(hf(ids).logits, expected, **TOL)
+
+
+def _snapshot(folder) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_a_failure_while_saving_leaves_the_old_checkpoint_intact(tmp_path, monkeypatch):
+    import tinyqwen.model as model_module
+
+    kw = DENSE["mha-untied"]
+    folder = tmp_path / "ckpt"
+    old = ours_model(kw, seed=25)
+    old.save_pretrained(folder, max_shard_size=20_000)
+    before = _snapshot(folder)
+    real_save_file, calls = model_module.save_file, []
+
+    def failing_save_file(tensors, filename, metadata=None):
+        calls.append(filename)
+        if len(calls) == 2:  # the second shard: the disk is full
+            raise OSError(28, "No space left on device")
+        real_save_file(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(model_module, "save_file", failing_save_file)
+    with pytest.raises(OSError, match="No space"):
+        ours_model(kw, seed=26).save_pretrained(folder, max_shard_size=20_000)
+    assert len(calls) == 2 and _snapshot(folder) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # no temporary folder left
+    # the swap itself fails after the old folder was moved aside: it is moved back
+    monkeypatch.setattr(model_module, "save_file", real_save_file)
+    real_rename = model_module.os.rename
+
+    def failing_rename(src, dst):
+        if ".tmp-" in str(src):
+            raise OSError("rename interrupted")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(model_module.os, "rename", failing_rename)
+    with pytest.raises(OSError, match="interrupted"):
+        ours_model(kw, seed=26).save_pretrained(folder)
+    monkeypatch.undo()
+    assert _snapshot(folder) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+    ids = tokens(kw, seed=27)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            Qwen3ForCausalLM.from_pretrained(folder)(ids).logits, old(ids).logits, atol=0, rtol=0
+        )
+
+
+def test_save_pretrained_refuses_a_file_in_place_of_the_folder(tmp_path):
+    target = tmp_path / "model"
+    target.write_text("not a folder")
+    with pytest.raises(ValueError, match="not a directory"):
+        ours_model(DENSE["mha-untied"]).save_pretrained(target)
+    assert target.read_text() == "not a folder"
+
+
+# ---- the fast paths against the chapters' readable references -------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("vocab, tokens", [(97, 23), (4096, 600)])  # 600 rows: several CPU blocks
+def test_fused_cross_entropy_equals_chapter_9(dtype, vocab, tokens):
+    from tinyqwen.loss import cross_entropy
+    from tinyqwen.model import fused_cross_entropy
+
+    g = torch.Generator().manual_seed(vocab + tokens)
+    logits = (3 * torch.randn(tokens, vocab, generator=g)).to(dtype)
+    targets = torch.randint(0, vocab, (tokens,), generator=g)
+    targets[::7] = -100  # ignored positions get no loss and no gradient
+    a = logits.clone().requires_grad_()
+    b = logits.clone().requires_grad_()
+    fused = fused_cross_entropy(a, targets)
+    reference = cross_entropy(b.float(), targets)  # what the model computed before
+    assert fused.dtype == torch.float32
+    torch.testing.assert_close(fused, reference)
+    (2.5 * fused).backward()
+    (2.5 * reference).backward()
+    assert a.grad.dtype == dtype
+    torch.testing.assert_close(a.grad, b.grad)
+    assert a.grad[::7].abs().max() == 0
+    # batch-shaped inputs, and what chapter 9 refuses this refuses too
+    shaped = fused_cross_entropy(logits.float()[:20].view(4, 5, vocab), targets[:20].view(4, 5))
+    torch.testing.assert_close(shaped, cross_entropy(logits.float()[:20], targets[:20]))
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        fused_cross_entropy(logits, torch.full((tokens,), vocab))
+    with pytest.raises(ValueError, match="targets shape"):
+        fused_cross_entropy(logits, targets[:-1])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_shared_kv_attention_equals_chapter_3(seed):
+    """Same outputs and gradients as GroupedQueryAttention, with and without a cache or a mask."""
+    from functools import partial
+
+    from tinyqwen.attention import GroupedQueryAttention
+    from tinyqwen.context import KVCache
+    from tinyqwen.model import SharedKVAttention
+    from tinyqwen.norm import RMSNorm
+
+    torch.manual_seed(seed)
+    kw = dict(hidden_size=48, num_heads=6, num_kv_heads=2, head_dim=8, qk_norm=partial(RMSNorm))
+    reference, fast = GroupedQueryAttention(**kw), SharedKVAttention(**kw)
+    fast.load_state_dict(reference.state_dict())
+    x = torch.randn(2, 9, 48)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out_fast, out_ref = fast(xa), reference(xb)
+    torch.testing.assert_close(out_fast, out_ref, **TOL)
+    out_fast.square().sum().backward()
+    out_ref.square().sum().backward()
+    torch.testing.assert_close(xa.grad, xb.grad, **TOL)
+    for (name, p), q in zip(fast.named_parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, **TOL, msg=name)
+    mask = torch.rand(2, 1, 9, 9, generator=torch.Generator().manual_seed(seed)) > 0.3
+    mask |= torch.eye(9, dtype=torch.bool)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x, attn_mask=mask), reference(x, attn_mask=mask), **TOL)
+        caches = KVCache(1, max_seq_len=12), KVCache(1, max_seq_len=12)
+        for chunk in (x[:, :5], x[:, 5:6], x[:, 6:9]):  # prefill, one token, then three at once
+            torch.testing.assert_close(
+                fast(chunk, kv_cache=caches[0]), reference(chunk, kv_cache=caches[1]), **TOL
+            )
+
+
+def test_training_step_gradients_match_transformers_dense(tmp_path):
+    """The fused loss and shared-kv attention inside the whole model, against transformers."""
+    kw = DENSE["gqa-tied"]
+    hf = hf_model(kw, seed=28).train()
+    hf.save_pretrained(tmp_path)
+    ours = Qwen3ForCausalLM.from_pretrained(tmp_path).train()
+    ids = tokens(kw, seed=29)
+    ref, out = hf(ids, labels=ids), ours(ids, labels=ids)
+    torch.testing.assert_close(out.loss, ref.loss, **TOL)
+    ref.loss.backward()
+    out.loss.backward()
+    theirs = dict(hf.named_parameters())
+    for name, p in ours.named_parameters():
+        torch.testing.assert_close(p.grad, theirs[name].grad, **TOL, msg=name)

@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
+import secrets
+import shutil
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from fastcore.basics import patch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
@@ -19,15 +25,16 @@ from torch import nn
 from .accel import param_counts
 from .attention import GroupedQueryAttention
 from .context import KVCache, linear_scaled_inv_freq, yarn_inv_freq
-from .loss import chunked_cross_entropy, cross_entropy
+from .loss import _check_targets, chunked_cross_entropy
 from .moe import MoE, SwiGLU, fuse_experts, load_balancing_loss, unfuse_experts
 from .norm import RMSNorm
 from .rope import rope_cos_sin, rope_inv_freq
 
 # %% auto #0
-__all__ = ['PRESETS', 'Qwen3Config', 'parameter_counts', 'Qwen3DecoderLayer', 'rope_frequencies', 'Qwen3Model', 'CausalLMOutput',
-           'top_k_filter', 'top_p_filter', 'sample_next_token', 'Qwen3ForCausalLM', 'load_safetensors_dir',
-           'save_safetensors_dir', 'load_pretrained', 'save_pretrained']
+__all__ = ['PRESETS', 'Qwen3Config', 'parameter_counts', 'SharedKVAttention', 'Qwen3DecoderLayer', 'rope_frequencies',
+           'Qwen3Model', 'CausalLMOutput', 'top_k_filter', 'top_p_filter', 'sample_next_token', 'FusedCrossEntropy',
+           'fused_cross_entropy', 'Qwen3ForCausalLM', 'load_safetensors_dir', 'save_safetensors_dir', 'load_pretrained',
+           'save_pretrained']
 
 # %% ../../notebooks/11_assemble_and_train.ipynb #c012
 def _check_positive_int(name: str, value) -> None:
@@ -399,18 +406,41 @@ def parameter_counts(config: Qwen3Config) -> dict[str, int]:
     counts["active"] = counts["total"] - unused
     return counts
 
+# %% ../../notebooks/11_assemble_and_train.ipynb #c017b
+_SDPA_SHARES_KV = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 5)  # enable_gqa
+
+
+class SharedKVAttention(GroupedQueryAttention):
+    """Chapter 3's `GroupedQueryAttention`, same parameters and results, one copy fewer.
+
+    Chapter 3 repeats each key/value head for its query group (`repeat_kv`), which copies k and
+    v. Since PyTorch 2.5 the fused kernel can read each head for its whole group itself
+    (`enable_gqa=True`), as transformers does; that path runs whenever no explicit mask is
+    given (training, prefill, one-token decoding). Otherwise chapter 3's `_attend` runs.
+    q: (batch, heads, q_len, head_dim); k, v: (batch, kv_heads, k_len, head_dim).
+    """
+
+    def _attend(self, q, k, v, attn_mask):
+        q_len, k_len = q.shape[-2], k.shape[-2]
+        if _SDPA_SHARES_KV and attn_mask is None and q_len in (k_len, 1):
+            return F.scaled_dot_product_attention(
+                q, k, v, is_causal=q_len > 1, scale=self.scaling, enable_gqa=True
+            )
+        return super()._attend(q, k, v, attn_mask)
+
 # %% ../../notebooks/11_assemble_and_train.ipynb #c018
 class Qwen3DecoderLayer(nn.Module):
     """One pre-norm block: x + attn(norm(x)), then x + mlp(norm(x)).
 
-    The attention is chapter 3's GQA with chapter 4's RMSNorm on queries and keys; the MLP is
+    The attention is chapter 3's GQA (`SharedKVAttention`, its faster variant) with chapter 4's
+    RMSNorm on queries and keys; the MLP is
     chapter 5's SwiGLU, or its MoE when `config.is_sparse_layer(layer_idx)`.
     """
 
     def __init__(self, config: Qwen3Config, layer_idx: int):
         super().__init__()
         norm = partial(RMSNorm, eps=config.rms_norm_eps)
-        self.self_attn = GroupedQueryAttention(
+        self.self_attn = SharedKVAttention(
             config.hidden_size,
             config.num_attention_heads,
             config.num_key_value_heads,
@@ -579,6 +609,59 @@ def sample_next_token(
         logits = top_p_filter(logits, top_p)
     return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(-1)
 
+# %% ../../notebooks/11_assemble_and_train.ipynb #c024b
+def _block_rows(logits: torch.Tensor) -> int:
+    """Rows per block: ~1M logits (4 MB in float32) on a CPU, where a block then stays in cache
+    and reuses freed memory instead of fresh pages; all rows at once on an accelerator."""
+    return max(1, 2**20 // logits.shape[-1] if logits.device.type == "cpu" else len(logits))
+
+
+class FusedCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of logits (tokens, vocab) and targets (tokens,), as one autograd node.
+
+    Forward saves the log-normaliser lse (tokens,); backward writes
+    (softmax - one_hot) * grad / n_counted into one tensor like the logits, block by block, in
+    float32 (cast to the logits' dtype). Rows whose target is ignore_index get no gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, targets, ignore_index):
+        counted = targets != ignore_index  # (tokens,)
+        safe = torch.where(counted, targets, 0)  # any valid id where the row is ignored
+        rows = _block_rows(logits)
+        lse = torch.cat([block.float().logsumexp(dim=-1) for block in logits.split(rows)])
+        picked = logits.gather(1, safe[:, None]).squeeze(1).float()  # logit of the right token
+        n_counted = counted.sum()
+        ctx.save_for_backward(logits, safe, counted, lse, n_counted)
+        ctx.rows = rows
+        return torch.where(counted, lse - picked, 0.0).sum() / n_counted
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_loss):
+        logits, safe, counted, lse, n_counted = ctx.saved_tensors
+        scale = (counted * (grad_loss / n_counted))[:, None]  # (tokens, 1), 0 for ignored rows
+        grad = torch.empty_like(logits)
+        for start in range(0, len(logits), ctx.rows):
+            r = slice(start, start + ctx.rows)
+            in_place = grad.dtype == torch.float32  # else compute in float32, then cast
+            p = grad[r] if in_place else torch.empty_like(logits[r], dtype=torch.float32)
+            torch.sub(logits[r], lse[r, None], out=p).exp_().mul_(scale[r])  # softmax * scale
+            p.scatter_add_(1, safe[r, None], -scale[r])  # minus the one-hot target
+            if not in_place:
+                grad[r] = p
+        return grad, None, None
+
+
+def fused_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100):
+    """Chapter 9's `cross_entropy(logits, targets)` (mean over counted positions), computed by
+    `FusedCrossEntropy`. logits: (..., vocab), any float dtype; targets: (...) -> float32 scalar."""
+    if tuple(targets.shape) != tuple(logits.shape[:-1]):
+        raise ValueError(f"targets shape {tuple(targets.shape)} must equal logits shape {tuple(logits.shape)} without its last dimension")
+    _check_targets(targets, logits.shape[-1], ignore_index)
+    flat = logits.reshape(-1, logits.shape[-1])
+    return FusedCrossEntropy.apply(flat, targets.reshape(-1).long(), ignore_index)
+
 # %% ../../notebooks/11_assemble_and_train.ipynb #c026
 class Qwen3ForCausalLM(nn.Module):
     """A Qwen3 (dense or MoE) language model whose state dict loads Hugging Face checkpoints as is.
@@ -613,119 +696,6 @@ class Qwen3ForCausalLM(nn.Module):
             else:
                 nn.init.normal_(p, mean=0.0, std=std)
 
-    def forward(
-        self,
-        input_ids,
-        targets=None,
-        *,
-        labels=None,
-        kv_cache=None,
-        attn_mask=None,
-        position_ids=None,
-        logits_to_keep: int = 0,
-        return_logits: bool = True,
-    ) -> CausalLMOutput:
-        """input_ids: (batch, seq) int64 -> CausalLMOutput with logits (batch, seq, vocab).
-
-        targets: (batch, seq), the token that follows each input position (chapter 7's batches);
-        labels: (batch, seq) in Hugging Face's convention (a copy of input_ids, shifted here).
-        Positions equal to -100 are ignored. logits_to_keep=n keeps only the last n positions'
-        logits (generation needs 1). return_logits=False with targets computes the loss in
-        chunks (chapter 9) without ever holding all (batch, seq, vocab) logits.
-        """
-        if input_ids.ndim != 2:
-            raise ValueError(f"input_ids must be (batch, seq), got shape {tuple(input_ids.shape)}")
-        if targets is not None and labels is not None:
-            raise ValueError("give targets (already shifted) or labels (shifted here), not both")
-        if labels is not None:
-            targets = F.pad(labels[:, 1:], (0, 1), value=-100)
-        if targets is not None and targets.shape != input_ids.shape:
-            raise ValueError(
-                f"targets shape {tuple(targets.shape)} differs from input_ids {tuple(input_ids.shape)}"
-            )
-        hidden, router_logits = self.model(
-            input_ids, kv_cache=kv_cache, attn_mask=attn_mask, position_ids=position_ids
-        )
-        logits = loss = aux_loss = None
-        if targets is not None and not return_logits:
-            loss = chunked_cross_entropy(
-                hidden.flatten(0, 1), self.lm_head.weight, targets.flatten()
-            )
-        else:
-            logits = self.lm_head(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
-            if targets is not None:
-                loss = cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
-        if router_logits:
-            aux_loss = load_balancing_loss(
-                tuple(router_logits), self.config.num_experts, self.config.num_experts_per_tok
-            )
-            if loss is not None:
-                loss = loss + self.config.router_aux_loss_coef * aux_loss
-        return CausalLMOutput(
-            logits=logits, loss=loss, aux_loss=aux_loss, router_logits=tuple(router_logits)
-        )
-
-    @torch.no_grad()
-    def generate(
-        self,
-        input_ids: torch.Tensor,
-        max_new_tokens: int = 32,
-        *,
-        temperature: float = 0.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        eos_token_id: int | list[int] | None = None,
-        callback: Callable | None = None,
-        generator: torch.Generator | None = None,
-        use_cache: bool = True,
-    ) -> torch.Tensor:
-        """Continue input_ids (batch, prompt_len) by up to max_new_tokens tokens -> (batch, total).
-
-        With use_cache the prompt runs once (prefill) and every later step feeds one token
-        through the stack (chapter 10's KV cache); without it each step reruns the whole text.
-        callback(tokens) gets each new (batch,) tensor as soon as it is chosen (streaming).
-        Rows that produced an eos_token_id keep emitting it; generation stops when all rows have.
-        """
-        if input_ids.ndim != 2 or input_ids.shape[1] == 0:
-            raise ValueError(
-                f"input_ids must be (batch, prompt_len >= 1), got shape {tuple(input_ids.shape)}"
-            )
-        if (
-            isinstance(max_new_tokens, bool)
-            or not isinstance(max_new_tokens, int)
-            or max_new_tokens < 0
-        ):
-            raise ValueError(f"max_new_tokens must be a non-negative int, got {max_new_tokens!r}")
-        eos = torch.tensor(
-            [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id or []),
-            dtype=torch.long,
-            device=input_ids.device,
-        )
-        total = input_ids.shape[1] + max_new_tokens
-        cache = KVCache(self.config.num_hidden_layers, max_seq_len=total) if use_cache else None
-        tokens, step_input = input_ids, input_ids
-        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        was_training = self.training
-        self.eval()
-        try:
-            for _ in range(max_new_tokens):
-                logits = self(step_input, kv_cache=cache, logits_to_keep=1).logits[:, -1]
-                nxt = sample_next_token(
-                    logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
-                )
-                if len(eos):
-                    nxt = torch.where(done, eos[0], nxt)
-                    done = done | torch.isin(nxt, eos)
-                tokens = torch.cat([tokens, nxt[:, None]], dim=1)
-                if callback is not None:
-                    callback(nxt)
-                if len(eos) and bool(done.all()):
-                    break
-                step_input = nxt[:, None] if use_cache else tokens
-        finally:
-            self.train(was_training)
-        return tokens
-
     @classmethod
     def from_pretrained(
         cls, path, *, dtype: torch.dtype | None = None, device="cpu"
@@ -739,17 +709,141 @@ class Qwen3ForCausalLM(nn.Module):
         """Write config.json + safetensors that transformers loads; see `save_pretrained`."""
         save_pretrained(self, path, max_shard_size=max_shard_size, expert_layout=expert_layout)
 
+# %% ../../notebooks/11_assemble_and_train.ipynb #c026a
+@patch
+def forward(
+    self: Qwen3ForCausalLM,
+    input_ids,
+    targets=None,
+    *,
+    labels=None,
+    kv_cache=None,
+    attn_mask=None,
+    position_ids=None,
+    logits_to_keep: int = 0,
+    return_logits: bool = True,
+) -> CausalLMOutput:
+    """input_ids: (batch, seq) int64 -> CausalLMOutput with logits (batch, seq, vocab).
+
+    targets: (batch, seq), the token that follows each input position (chapter 7's batches);
+    labels: (batch, seq) in Hugging Face's convention (a copy of input_ids, shifted here).
+    Positions equal to -100 are ignored. logits_to_keep=n keeps only the last n positions'
+    logits (generation needs 1). return_logits=False with targets computes the loss in
+    chunks (chapter 9) without ever holding all (batch, seq, vocab) logits.
+    """
+    if input_ids.ndim != 2:
+        raise ValueError(f"input_ids must be (batch, seq), got shape {tuple(input_ids.shape)}")
+    if targets is not None and labels is not None:
+        raise ValueError("give targets (already shifted) or labels (shifted here), not both")
+    if labels is not None:
+        targets = F.pad(labels[:, 1:], (0, 1), value=-100)
+    if targets is not None and targets.shape != input_ids.shape:
+        raise ValueError(
+            f"targets shape {tuple(targets.shape)} differs from input_ids {tuple(input_ids.shape)}"
+        )
+    hidden, router_logits = self.model(
+        input_ids, kv_cache=kv_cache, attn_mask=attn_mask, position_ids=position_ids
+    )
+    logits = loss = aux_loss = None
+    if targets is not None and not return_logits:
+        loss = chunked_cross_entropy(
+            hidden.flatten(0, 1), self.lm_head.weight, targets.flatten()
+        )
+    else:
+        logits = self.lm_head(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
+        if targets is not None:
+            # chapter 9's cross_entropy, fused (the tests compare the two)
+            loss = fused_cross_entropy(logits, targets)
+    if router_logits:
+        aux_loss = load_balancing_loss(
+            tuple(router_logits), self.config.num_experts, self.config.num_experts_per_tok
+        )
+        if loss is not None:
+            loss = loss + self.config.router_aux_loss_coef * aux_loss
+    return CausalLMOutput(
+        logits=logits, loss=loss, aux_loss=aux_loss, router_logits=tuple(router_logits)
+    )
+
+# %% ../../notebooks/11_assemble_and_train.ipynb #c026b
+@patch
+@torch.no_grad()
+def generate(
+    self: Qwen3ForCausalLM,
+    input_ids: torch.Tensor,
+    max_new_tokens: int = 32,
+    *,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_token_id: int | list[int] | None = None,
+    callback: Callable | None = None,
+    generator: torch.Generator | None = None,
+    use_cache: bool = True,
+) -> torch.Tensor:
+    """Continue input_ids (batch, prompt_len) by up to max_new_tokens tokens -> (batch, total).
+
+    With use_cache the prompt runs once (prefill) and every later step feeds one token
+    through the stack (chapter 10's KV cache); without it each step reruns the whole text.
+    callback(tokens) gets each new (batch,) tensor as soon as it is chosen (streaming).
+    Rows that produced an eos_token_id keep emitting it; generation stops when all rows have.
+    """
+    if input_ids.ndim != 2 or input_ids.shape[1] == 0:
+        raise ValueError(
+            f"input_ids must be (batch, prompt_len >= 1), got shape {tuple(input_ids.shape)}"
+        )
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be a non-negative int, got {max_new_tokens!r}")
+    eos = torch.tensor(
+        [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id or []),
+        dtype=torch.long,
+        device=input_ids.device,
+    )
+    total = input_ids.shape[1] + max_new_tokens
+    cache = KVCache(self.config.num_hidden_layers, max_seq_len=total) if use_cache else None
+    tokens, step_input = input_ids, input_ids
+    done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+    was_training = self.training
+    self.eval()
+    try:
+        for _ in range(max_new_tokens):
+            logits = self(step_input, kv_cache=cache, logits_to_keep=1).logits[:, -1]
+            nxt = sample_next_token(
+                logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
+            )
+            if len(eos):
+                nxt = torch.where(done, eos[0], nxt)
+                done = done | torch.isin(nxt, eos)
+            tokens = torch.cat([tokens, nxt[:, None]], dim=1)
+            if callback is not None:
+                callback(nxt)
+            if len(eos) and bool(done.all()):
+                break
+            step_input = nxt[:, None] if use_cache else tokens
+    finally:
+        self.train(was_training)
+    return tokens
+
 # %% ../../notebooks/11_assemble_and_train.ipynb #c028
 _WEIGHTS, _INDEX = "model.safetensors", "model.safetensors.index.json"
+_SHARD = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
+
+
+def _is_weights_file(name: str) -> bool:
+    """model.safetensors, its index, or a shard model-00001-of-00003.safetensors."""
+    return name in (_WEIGHTS, _INDEX) or _SHARD.fullmatch(name) is not None
 
 
 def load_safetensors_dir(path) -> dict[str, torch.Tensor]:
-    """Every tensor of a Hugging Face checkpoint directory: model.safetensors or a sharded index."""
+    """Every tensor of a Hugging Face checkpoint directory: model.safetensors or a sharded index.
+
+    When a folder holds both, model.safetensors wins, as in transformers: both libraries then
+    load the same weights from a folder that an older writer left with stale shards.
+    """
     path = Path(path)
-    if (path / _INDEX).is_file():
-        files = sorted(set(json.loads((path / _INDEX).read_text())["weight_map"].values()))
-    elif (path / _WEIGHTS).is_file():
+    if (path / _WEIGHTS).is_file():
         files = [_WEIGHTS]
+    elif (path / _INDEX).is_file():
+        files = sorted(set(json.loads((path / _INDEX).read_text())["weight_map"].values()))
     else:
         raise ValueError(f"{path} holds neither {_WEIGHTS} nor {_INDEX}")
     state = {}
@@ -770,9 +864,14 @@ def _shard_bytes(size) -> int:
             return int(float(s[: -len(unit)]) * mult)
     raise ValueError(f"max_shard_size must be bytes or a string like '2GB', got {size!r}")
 
-
+# %% ../../notebooks/11_assemble_and_train.ipynb #c028a
 def save_safetensors_dir(state: dict[str, torch.Tensor], path, max_shard_size="5GB") -> list[str]:
-    """Write tensors as model.safetensors, or as shards plus model.safetensors.index.json."""
+    """Write tensors as model.safetensors, or as shards plus model.safetensors.index.json.
+
+    Weight files of an earlier save that this one does not overwrite (shards, an index, a single
+    file) are deleted, so the folder never mixes two saves. To replace a checkpoint safely use
+    `save_pretrained`, which writes into a fresh folder and renames it into place.
+    """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     limit = _shard_bytes(max_shard_size)
@@ -785,18 +884,89 @@ def save_safetensors_dir(state: dict[str, torch.Tensor], path, max_shard_size="5
         current[key] = t.detach().contiguous().cpu()
         size += nbytes
     shards.append(current)
-    if len(shards) == 1:
-        save_file(shards[0], path / _WEIGHTS, metadata={"format": "pt"})
-        return [_WEIGHTS]
-    names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
-    weight_map = {}
+    names = [_WEIGHTS]
+    if len(shards) > 1:
+        names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    for stale in path.iterdir():
+        if _is_weights_file(stale.name) and stale.name not in names:
+            stale.unlink()
     for name, shard in zip(names, shards, strict=True):
         save_file(shard, path / name, metadata={"format": "pt"})
-        weight_map.update(dict.fromkeys(shard, name))
-    total = sum(t.numel() * t.element_size() for t in state.values())
-    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-    (path / _INDEX).write_text(json.dumps(index, indent=2) + "\n")
+    if len(shards) > 1:
+        weight_map = {key: name for name, shard in zip(names, shards, strict=True) for key in shard}
+        total = sum(t.numel() * t.element_size() for t in state.values())
+        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        (path / _INDEX).write_text(json.dumps(index, indent=2) + "\n")
     return names
+
+# %% ../../notebooks/11_assemble_and_train.ipynb #c028c
+def _fsync(path: Path) -> None:
+    """Flush a file, or a directory's list of entries (POSIX only), to disk."""
+    if path.is_dir() and os.name != "posix":
+        return  # Windows cannot open a directory for fsync
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _link_or_copy(src, dst) -> None:
+    try:
+        os.link(src, dst)  # the old folder is deleted afterwards: a hard link copies nothing
+    except OSError:  # a file system without hard links
+        shutil.copy2(src, dst)
+
+
+def _carry_over(old: Path, new: Path) -> None:
+    """Link (or copy) into `new` every entry of `old` that save_pretrained does not write."""
+    for entry in old.iterdir():
+        if entry.name == "config.json" or _is_weights_file(entry.name):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.copytree(entry, new / entry.name, symlinks=True, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(entry, new / entry.name)
+
+# %% ../../notebooks/11_assemble_and_train.ipynb #c028d
+@contextmanager
+def _atomic_directory(path):
+    """Yield a fresh temporary sibling of `path`; on success, swap it in as `path`.
+
+    Entries of an existing `path` that save_pretrained does not write are carried over. On an
+    exception the temporary folder is removed and `path` is left untouched. A crash leaves under
+    `path` the whole old folder or the whole new one (or, between the two renames, nothing,
+    with the old folder kept beside it as `.<name>.old-<random>`).
+    """
+    path = Path(path).absolute()
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path} exists and is not a directory")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{secrets.token_hex(6)}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        if path.is_dir():
+            _carry_over(path, tmp)
+        for f in tmp.iterdir():
+            if f.is_file():
+                _fsync(f)
+        _fsync(tmp)
+        old = path.parent / f".{path.name}.old-{secrets.token_hex(6)}" if path.exists() else None
+        if old:
+            os.rename(path, old)
+        try:
+            os.rename(tmp, path)
+        except BaseException:
+            if old:
+                os.rename(old, path)
+            raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync(path.parent)
+    if old:
+        shutil.rmtree(old)
 
 # %% ../../notebooks/11_assemble_and_train.ipynb #c030
 def load_pretrained(path, *, dtype: torch.dtype | None = None, device="cpu", model_class=None):
@@ -841,7 +1011,9 @@ def save_pretrained(
 
     expert_layout: "per_expert" (official checkpoints: experts.{j}.gate_proj.weight ...) or
     "fused" (gate_up_proj / down_proj 3-D tensors, as transformers 5 holds them in memory).
-    A tied lm_head is not written (it is the embedding).
+    A tied lm_head is not written (it is the embedding). The folder is replaced atomically:
+    a crash leaves the old checkpoint or the new one, never a mix; other files in it (a
+    tokenizer) are kept.
     """
     if expert_layout not in ("per_expert", "fused"):
         raise ValueError(f"expert_layout must be 'per_expert' or 'fused', got {expert_layout!r}")
@@ -850,7 +1022,8 @@ def save_pretrained(
         state.pop("lm_head.weight")
     if expert_layout == "fused":
         state = fuse_experts(state)
-    save_safetensors_dir(state, path, max_shard_size)
     config = model.config.to_dict()
     config["torch_dtype"] = str(model.lm_head.weight.dtype).removeprefix("torch.")
-    (Path(path) / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    with _atomic_directory(path) as tmp:  # all or nothing: see _atomic_directory
+        save_safetensors_dir(state, tmp, max_shard_size)
+        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
