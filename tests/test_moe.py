@@ -267,3 +267,122 @@ def test_load_balancing_loss_values_and_gradient():
 def test_bad_configs_raise_value_error(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+# ---- the grouped-GEMM fast path against the readable loop ------------------------------------
+
+from tinyqwen.moe import (  # noqa: E402
+    grouped_mm_expert_forward,
+    grouped_mm_supported,
+    stack_expert_weights,
+)
+
+needs_grouped_mm = pytest.mark.skipif(
+    not grouped_mm_supported("cpu", torch.float32, 16), reason="no torch.nn.functional.grouped_mm"
+)
+
+
+def _grads(module) -> dict[str, torch.Tensor]:
+    """Every parameter's gradient; an expert that received no token has none in the loop: zeros."""
+    return {
+        k: p.grad if p.grad is not None else torch.zeros_like(p)
+        for k, p in module.named_parameters()
+    }
+
+
+def _run_both(hidden, inter, experts, k, norm, seed, x, dtype=torch.float32, tol=TOL):
+    torch.manual_seed(seed)
+    loop = MoE(hidden, inter, experts, k, norm, experts_implementation="loop").to(dtype)
+    fast = MoE(hidden, inter, experts, k, norm, experts_implementation="grouped_mm").to(dtype)
+    fast.load_state_dict(loop.state_dict())
+    xa, xb = x.to(dtype).requires_grad_(), x.to(dtype).requires_grad_()
+    (out_loop, logits_loop), (out_fast, logits_fast) = loop(xa), fast(xb)
+    torch.testing.assert_close(out_fast, out_loop, **tol)
+    torch.testing.assert_close(logits_fast, logits_loop, **tol)
+    probe = torch.randn(out_loop.shape, generator=torch.Generator().manual_seed(seed)).to(dtype)
+    (out_loop * probe).sum().backward()
+    (out_fast * probe).sum().backward()
+    torch.testing.assert_close(xb.grad, xa.grad, **tol)
+    fast_grads, loop_grads = _grads(fast), _grads(loop)
+    for name, g in loop_grads.items():
+        torch.testing.assert_close(fast_grads[name], g, **tol, msg=name)
+    return loop, fast
+
+
+@needs_grouped_mm
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize(
+    "hidden, inter, experts, k, norm",
+    [(32, 16, 8, 2, True), (24, 40, 6, 1, False), (16, 8, 4, 4, True), (32, 24, 16, 3, False)],
+)
+def test_grouped_mm_path_equals_the_loop(hidden, inter, experts, k, norm, seed):
+    x = torch.randn(3, 11, hidden, generator=torch.Generator().manual_seed(100 + seed))
+    _run_both(hidden, inter, experts, k, norm, seed, x)
+
+
+@needs_grouped_mm
+def test_grouped_mm_with_idle_and_crowded_experts():
+    """Hand-made routing: experts 0 and 5 get no row, expert 3 most of them; idle experts get zero gradients."""
+    torch.manual_seed(3)
+    experts = torch.nn.ModuleList(SwiGLU(16, 8) for _ in range(6))
+    weights = [t.detach().requires_grad_() for t in stack_expert_weights(experts, torch.float32)]
+    x = torch.randn(7, 16)
+    sel = torch.tensor([[3, 1], [3, 2], [4, 3], [2, 3], [3, 4], [1, 3], [3, 2]])
+    w = torch.rand(7, 2)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    reference = grouped_expert_forward(xa, w, sel, experts)
+    fast = grouped_mm_expert_forward(xb, w, sel, *weights)
+    torch.testing.assert_close(fast, reference, **TOL)
+    reference.square().sum().backward()
+    fast.square().sum().backward()
+    torch.testing.assert_close(xb.grad, xa.grad, **TOL)
+    for name, stacked in zip(("gate_proj", "up_proj", "down_proj"), weights, strict=True):
+        for e, expert in enumerate(experts):
+            expected = getattr(expert, name).weight.grad
+            if e in (0, 5):
+                assert expected is None and stacked.grad[e].abs().max() == 0
+            else:
+                torch.testing.assert_close(stacked.grad[e], expected, **TOL)
+    # an expanded (stride-0) output gradient, as from .sum(), reaches the grouped kernels too
+    xa.grad = xb.grad = None
+    grouped_expert_forward(xa, w, sel, experts).sum().backward()
+    grouped_mm_expert_forward(xb, w, sel, *weights).sum().backward()
+    torch.testing.assert_close(xb.grad, xa.grad, **TOL)
+    # every token routed to the same two experts: two groups hold all rows
+    two = torch.tensor([[4, 2]]).expand(7, 2)
+    torch.testing.assert_close(
+        grouped_mm_expert_forward(x, w, two, *weights),
+        grouped_expert_forward(x, w, two, experts),
+        **TOL,
+    )
+
+
+@needs_grouped_mm
+@pytest.mark.parametrize("seed", [0, 1])
+def test_grouped_mm_in_bfloat16_and_under_autocast(seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 13, 32, generator=g)
+    bf16 = dict(atol=2e-2, rtol=2e-2)
+    _run_both(32, 16, 8, 2, True, seed, x, dtype=torch.bfloat16, tol=bf16)
+    torch.manual_seed(seed)
+    loop = MoE(32, 16, 8, 2, experts_implementation="loop")
+    fast = MoE(32, 16, 8, 2, experts_implementation="grouped_mm")
+    fast.load_state_dict(loop.state_dict())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out_fast, out_loop = fast(x)[0], loop(x)[0]
+    assert out_fast.dtype == out_loop.dtype == torch.float32
+    torch.testing.assert_close(out_fast, out_loop, **bf16)
+
+
+def test_experts_implementation_choice_and_fallback():
+    x = torch.randn(2, 5, 6)
+    auto = MoE(6, 10, 4, 2)  # 6 float32s = 24 bytes per row: not a multiple of 16, the loop runs
+    assert not grouped_mm_supported("cpu", torch.float32, 6, 10)
+    forced = MoE(6, 10, 4, 2, experts_implementation="grouped_mm")
+    forced.load_state_dict(auto.state_dict())
+    torch.testing.assert_close(auto(x)[0], naive_moe(auto, x), **TOL)
+    with pytest.raises(ValueError, match="grouped_mm cannot run"):
+        forced(x)
+    with pytest.raises(ValueError, match="experts_implementation"):
+        MoE(32, 16, 4, 2, experts_implementation="fast")
+    assert not grouped_mm_supported("cpu", torch.float64, 16)

@@ -18,7 +18,8 @@ def _check_positive(**values) -> None:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 # %% auto #0
-__all__ = ['SwiGLU', 'TopKRouter', 'grouped_expert_forward', 'unfuse_experts', 'fuse_experts', 'MoE', 'load_balancing_loss']
+__all__ = ['SwiGLU', 'TopKRouter', 'grouped_expert_forward', 'grouped_mm_supported', 'grouped_mm_expert_forward',
+           'stack_expert_weights', 'unfuse_experts', 'fuse_experts', 'MoE', 'load_balancing_loss']
 
 # %% ../../notebooks/05_mixture_of_experts.ipynb #c015
 class SwiGLU(nn.Module):
@@ -89,6 +90,64 @@ def grouped_expert_forward(
     pair_y = torch.empty_like(grouped_y).index_copy_(0, order, grouped_y)
     return pair_y.view(tokens, k, -1).sum(dim=1).to(x.dtype)
 
+# %% ../../notebooks/05_mixture_of_experts.ipynb #c022b
+def grouped_mm_supported(device, dtype: torch.dtype, *sizes: int) -> bool:
+    """Can `torch.nn.functional.grouped_mm` (PyTorch >= 2.10) multiply experts of these sizes here?
+
+    CPUs: float32, bfloat16, float16. NVIDIA GPUs: bfloat16 on compute capability >= 8.0.
+    The kernel also needs every matrix row to span a multiple of 16 bytes: each of `sizes`
+    (hidden_size, moe_intermediate_size) times the dtype's size.
+    """
+    device = torch.device(device)
+    if not hasattr(F, "grouped_mm"):
+        return False
+    if device.type == "cuda":
+        ok = dtype == torch.bfloat16 and torch.cuda.get_device_capability(device) >= (8, 0)
+    else:
+        ok = device.type == "cpu" and dtype in (torch.float32, torch.bfloat16, torch.float16)
+    return ok and all(n * dtype.itemsize % 16 == 0 for n in sizes)
+
+
+def grouped_mm_expert_forward(
+    x: torch.Tensor,
+    routing_weights: torch.Tensor,
+    selected_experts: torch.Tensor,
+    gate_proj: torch.Tensor,
+    up_proj: torch.Tensor,
+    down_proj: torch.Tensor,
+) -> torch.Tensor:
+    """`grouped_expert_forward` with one grouped GEMM per projection instead of a loop over experts.
+
+    x: (tokens, hidden); routing_weights, selected_experts: (tokens, k); the experts' weights
+    stacked: gate_proj, up_proj (num_experts, intermediate, hidden), down_proj (num_experts,
+    hidden, intermediate), all in x's dtype. Returns (tokens, hidden).
+    """
+    tokens, k = selected_experts.shape
+    flat_experts = selected_experts.reshape(-1)
+    order = torch.argsort(flat_experts, stable=True)  # pairs sorted by expert, as before
+    counts = torch.bincount(flat_experts, minlength=gate_proj.shape[0])
+    offs = counts.cumsum(0).to(torch.int32)  # offs[e]: the row where expert e's block ends
+    grouped_x = x.index_select(0, order // k)  # (tokens*k, hidden)
+    gate = F.grouped_mm(grouped_x, gate_proj.mT, offs=offs)  # (tokens*k, intermediate)
+    up = F.grouped_mm(grouped_x, up_proj.mT, offs=offs)
+    h = F.silu(gate) * up * routing_weights.reshape(-1, 1)[order]
+    grouped_y = F.grouped_mm(h, down_proj.mT, offs=offs)  # (tokens*k, hidden)
+    pair_y = torch.empty_like(grouped_y).index_copy_(0, order, grouped_y)  # undo the sort
+    return pair_y.view(tokens, k, -1).sum(dim=1)
+
+# %% ../../notebooks/05_mixture_of_experts.ipynb #c022c
+def stack_expert_weights(experts: Sequence[nn.Module], dtype: torch.dtype) -> list[torch.Tensor]:
+    """[gate_proj (E, I, H), up_proj (E, I, H), down_proj (E, H, I)]: the SwiGLU experts' weights
+    stacked for grouped GEMMs, in `dtype`. A copy per call; gradients flow back to each expert."""
+    projections = ("gate_proj", "up_proj", "down_proj")
+    return [torch.stack([getattr(e, p).weight for e in experts]).to(dtype) for p in projections]
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype the experts multiply in: autocast's when it is on (as nn.Linear would), else x's."""
+    on = torch.is_autocast_enabled(x.device.type)
+    return torch.get_autocast_dtype(x.device.type) if on else x.dtype
+
 # %% ../../notebooks/05_mixture_of_experts.ipynb #c024
 _PER_EXPERT_KEY = re.compile(r"^(.*experts\.)(\d+)\.(gate_proj|up_proj|down_proj)\.weight$")
 
@@ -146,6 +205,9 @@ class MoE(nn.Module):
     Dropless: every token reaches all k of its experts. State-dict keys follow the official
     checkpoints (``gate.weight``, ``experts.{i}.gate_proj.weight`` ...); ``load_state_dict`` also
     accepts recent transformers' fused ``experts.gate_up_proj`` / ``experts.down_proj``.
+    experts_implementation: "loop" (`grouped_expert_forward`, the reference), "grouped_mm"
+    (`grouped_mm_expert_forward`; ValueError where unsupported) or "auto" (grouped_mm where
+    `grouped_mm_supported`, else the loop).
     """
 
     def __init__(
@@ -155,9 +217,13 @@ class MoE(nn.Module):
         num_experts: int,
         num_experts_per_tok: int,
         norm_topk_prob: bool = True,
+        experts_implementation: str = "auto",
     ):
         super().__init__()
         _check_positive(moe_intermediate_size=moe_intermediate_size)
+        if experts_implementation not in ("auto", "grouped_mm", "loop"):
+            raise ValueError(f"experts_implementation must be 'auto', 'grouped_mm' or 'loop', got {experts_implementation!r}")
+        self.experts_implementation = experts_implementation
         self.hidden_size = hidden_size
         self.gate = TopKRouter(hidden_size, num_experts, num_experts_per_tok, norm_topk_prob)
         self.experts = nn.ModuleList(SwiGLU(hidden_size, moe_intermediate_size) for _ in range(num_experts))
@@ -172,8 +238,21 @@ class MoE(nn.Module):
             raise ValueError(f"expected x with last dimension hidden_size={self.hidden_size}, got shape {tuple(x.shape)}")
         flat = x.reshape(-1, self.hidden_size)
         router_logits, routing_weights, selected_experts = self.gate(flat)
-        out = grouped_expert_forward(flat, routing_weights, selected_experts, self.experts)
-        return out.view(x.shape), router_logits
+        dtype = _compute_dtype(flat)
+        if self._use_grouped_mm(flat.device, dtype):
+            weights = stack_expert_weights(self.experts, dtype)
+            out = grouped_mm_expert_forward(flat.to(dtype), routing_weights.to(dtype), selected_experts, *weights)
+        else:
+            out = grouped_expert_forward(flat, routing_weights, selected_experts, self.experts)
+        return out.to(x.dtype).view(x.shape), router_logits
+
+    def _use_grouped_mm(self, device, dtype) -> bool:
+        if self.experts_implementation == "loop":
+            return False
+        supported = grouped_mm_supported(device, dtype, self.hidden_size, self.experts[0].up_proj.out_features)
+        if self.experts_implementation == "grouped_mm" and not supported:
+            raise ValueError(f"torch.nn.functional.grouped_mm cannot run {dtype} experts of these sizes on {device}; use 'loop'")
+        return supported
 
     def _split_fused_experts(self, state_dict, prefix, *args):
         """load_state_dict pre-hook: replace fused expert tensors under ``prefix`` by per-expert ones."""
