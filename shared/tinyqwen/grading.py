@@ -638,6 +638,16 @@ def _annotations_flag() -> int:
     return __future__.annotations.compiler_flag
 
 
+def _future_flags() -> int:
+    """The compiler flags of every ``from __future__ import`` feature."""
+    import __future__
+
+    flags = 0
+    for name in __future__.all_feature_names:
+        flags |= getattr(__future__, name).compiler_flag
+    return flags
+
+
 def _carry_import(node, out: Carried, imported: dict[str, str], importable: set[str]) -> None:
     def skip(what: str, why: str) -> None:
         out.notes.append(f"line {node.lineno}: {what} is not carried ({why})")
@@ -1769,9 +1779,12 @@ def _runner(argv: list[str]) -> int:  # noqa: C901 - one sequential procedure, r
         text = "; ".join(a if type(a) is str else repr(a) for a in args)
         return f"{name}: {text}"[:500] if text else name
 
+    future = [0]  # an earlier cell's `from __future__ import ...` applies to later ones (IPython)
+
     def run(source: str, namespace: dict, filename: str) -> tuple[bool, str, type | None]:
         try:
-            code = compile(source, filename, "exec", dont_inherit=True)
+            code = compile(source, filename, "exec", flags=future[0], dont_inherit=True)
+            future[0] |= code.co_flags & _future_flags()
             exec(code, namespace)
         except BaseException as exc:  # noqa: BLE001 - every failure is a cell's result
             return False, describe(exc), type(exc)
