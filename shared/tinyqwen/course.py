@@ -588,6 +588,14 @@ def stage_folder(
     return dest
 
 
+def _edition(make, nb, name: str):
+    """``make(nb)``, with the notebook's name on nbgrader's complaints (they name no notebook)."""
+    try:
+        return make(nb)
+    except RuntimeError as exc:
+        raise ValueError(f"{name}: {exc}") from exc
+
+
 # What the book's sources are, besides the chapter notebooks.
 BOOK_SOURCES = ("_toc.yml", "book", "benchmarks/results")
 
@@ -603,7 +611,8 @@ def stage_book(
     ``remove-output``, and sphinx-exercise's ``hide_solutions`` is on. ``executed`` maps a
     chapter's file name to an already executed instructor notebook to use (reader edition only);
     execution is then switched off. The staged ``_config.yml`` keeps the execution cache and the
-    MathJax download in ``root/_build``, so restaging does not throw them away.
+    scripts fetched from npm (book/_ext/offline_assets.py) in ``root/_build``, so restaging does
+    not throw them away.
     """
     import shutil
 
@@ -619,23 +628,20 @@ def stage_book(
             (folder / name).parent.mkdir(parents=True, exist_ok=True)
             (shutil.copytree if src.is_dir() else shutil.copy2)(src, folder / name)
         config = yaml.safe_load((root / "_config.yml").read_text())
-        execute = config.setdefault("execute", {})
-        execute["cache"] = str(root / "_build" / ".jupyter_cache")
+        execution = config.setdefault("execute", {})
+        execution["cache"] = str(root / "_build" / ".jupyter_cache")
         sphinx = config.setdefault("sphinx", {}).setdefault("config", {})
         sphinx["offline_vendor_dir"] = str(root / "_build" / "vendor")
         if student:
             config["title"] += " (student edition)"
             sphinx["hide_solutions"] = True
         if executed:
-            execute["execute_notebooks"] = "off"
+            execution["execute_notebooks"] = "off"
         (folder / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
         (folder / "notebooks").mkdir()
         for path in sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb")):
             nb = (executed or {}).get(path.name) or nbformat.read(path, as_version=4)
-            try:
-                nb = student_edition(nb) if student else reader_edition(nb)
-            except RuntimeError as exc:  # nbgrader's complaint names no notebook
-                raise ValueError(f"{path.name}: {exc}") from exc
+            nb = _edition(student_edition if student else reader_edition, nb, path.name)
             for cell in nb.cells if student else ():
                 if is_graded(cell):
                     tags = cell.metadata.setdefault("tags", [])
@@ -705,7 +711,8 @@ def stage_student_branch(root: Path, dest: Path) -> Path:
                 continue  # deleted in the working tree, not yet in git
             target.parent.mkdir(parents=True, exist_ok=True)
             if rel.startswith("notebooks/") and rel.endswith(".ipynb") and not src.is_symlink():
-                nbformat.write(student_edition(nbformat.read(src, as_version=4)), target)
+                nb = _edition(student_edition, nbformat.read(src, as_version=4), rel)
+                nbformat.write(nb, target)
             else:
                 shutil.copy2(src, target, follow_symlinks=False)
         readme = folder / "README.md"
@@ -884,7 +891,7 @@ def main(argv=None) -> int:
     if args.cmd in stage:
         try:
             print(f"staged {args.cmd.removeprefix('stage-')} in {stage[args.cmd]()}")
-        except StagingRefused as exc:
+        except (StagingRefused, ValueError) as exc:  # refused, or a notebook nbgrader rejects
             print(f"error: {exc}", file=sys.stderr)
             return 2
         return 0
