@@ -85,307 +85,193 @@ class Qwen3Config:
     mlp_only_layers: list[int] = field(default_factory=list)
 
     def __post_init__(self):
-        for name in (
-            "vocab_size",
-            "hidden_size",
-            "intermediate_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-        ):
-            _check_positive_int(name, getattr(self, name))
-        if self.num_key_value_heads is None:
-            self.num_key_value_heads = self.num_attention_heads
-        _check_positive_int("num_key_value_heads", self.num_key_value_heads)
-        if self.num_attention_heads % self.num_key_value_heads:
-            raise ValueError(
-                f"num_attention_heads={self.num_attention_heads} must be a multiple of "
-                f"num_key_value_heads={self.num_key_value_heads}"
-            )
-        if self.head_dim is None:
-            if self.hidden_size % self.num_attention_heads:
-                raise ValueError(
-                    f"hidden_size={self.hidden_size} is not divisible by num_attention_heads="
-                    f"{self.num_attention_heads}; give head_dim explicitly"
-                )
-            self.head_dim = self.hidden_size // self.num_attention_heads
-        _check_positive_int("head_dim", self.head_dim)
-        if self.head_dim % 2:
-            raise ValueError(f"head_dim must be even for RoPE, got {self.head_dim}")
-        if self.hidden_act != "silu":
-            raise ValueError(
-                f"hidden_act={self.hidden_act!r} is not supported; Qwen3 uses 'silu' (SwiGLU)"
-            )
-        if self.attention_bias:
-            raise ValueError(
-                "attention_bias=True is not supported; Qwen3's projections have no bias"
-            )
-        if self.attention_dropout:
-            raise ValueError(
-                f"attention_dropout={self.attention_dropout} is not supported (Qwen3 uses 0.0)"
-            )
-        if self.use_sliding_window:
-            raise ValueError(
-                "use_sliding_window=True is not supported; released Qwen3 models attend to the full context"
-            )
-        if not float(self.rope_theta) > 0:
-            raise ValueError(f"rope_theta must be positive, got {self.rope_theta!r}")
-        if self.rope_scaling is not None:
-            kind = self.rope_scaling.get("rope_type", self.rope_scaling.get("type"))
-            if kind not in ("default", "linear", "yarn"):
-                raise ValueError(
-                    f"rope_scaling type {kind!r} is not supported; use 'linear' or 'yarn' (chapter 10)"
-                )
-            if kind != "default" and not self.rope_scaling.get("factor", 0) >= 1:
-                raise ValueError(f"rope_scaling needs a factor >= 1, got {self.rope_scaling!r}")
-        if not self.rms_norm_eps > 0:
-            raise ValueError(f"rms_norm_eps must be positive, got {self.rms_norm_eps!r}")
-        _check_positive_int("max_position_embeddings", self.max_position_embeddings)
-        if self.num_experts:
-            _check_positive_int("num_experts", self.num_experts)
-            _check_positive_int("moe_intermediate_size", self.moe_intermediate_size)
-            _check_positive_int("decoder_sparse_step", self.decoder_sparse_step)
-            if not 1 <= self.num_experts_per_tok <= self.num_experts:
-                raise ValueError(
-                    f"num_experts_per_tok={self.num_experts_per_tok} must be between 1 and num_experts={self.num_experts}"
-                )
-        self.mlp_only_layers = list(self.mlp_only_layers or [])
-        bad = [i for i in self.mlp_only_layers if not 0 <= i < self.num_hidden_layers]
-        if bad:
-            raise ValueError(
-                f"mlp_only_layers {bad} are not layer indices 0..{self.num_hidden_layers - 1}"
-            )
+        _fill_in_and_check_sizes(self)
+        _check_supported(self)
 
-    @property
-    def is_moe(self) -> bool:
-        return self.num_experts > 0
+# %% ../../notebooks/11_assemble_and_train.ipynb #c012a
+_REQUIRED = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
 
-    def is_sparse_layer(self, layer_idx: int) -> bool:
-        """Does layer `layer_idx` use the mixture of experts (True) or a dense SwiGLU (False)?"""
-        return (
-            self.num_experts > 0
-            and layer_idx not in self.mlp_only_layers
-            and (layer_idx + 1) % self.decoder_sparse_step == 0
+
+def _fill_in_and_check_sizes(c: Qwen3Config) -> None:
+    """Fill in the defaults that depend on other fields; raise ValueError for impossible sizes."""
+    for name in _REQUIRED:
+        _check_positive_int(name, getattr(c, name))
+    if c.num_key_value_heads is None:
+        c.num_key_value_heads = c.num_attention_heads
+    _check_positive_int("num_key_value_heads", c.num_key_value_heads)
+    if c.num_attention_heads % c.num_key_value_heads:
+        raise ValueError(
+            f"num_attention_heads={c.num_attention_heads} must be a multiple of num_key_value_heads={c.num_key_value_heads}"
         )
-
-    # ---- Hugging Face config.json ---------------------------------------------------------
-    @classmethod
-    def from_dict(cls, d: dict) -> Qwen3Config:
-        """A config from a `config.json` dictionary (transformers 4.x or 5.x spelling).
-
-        Keys this class does not model (`use_cache`, `transformers_version`, ...) are ignored;
-        fields missing from `d` take this class's defaults.
-        """
-        d = dict(d)
-        model_type = d.get("model_type", "qwen3")
-        if model_type not in ("qwen3", "qwen3_moe"):
+    if c.head_dim is None:
+        if c.hidden_size % c.num_attention_heads:
             raise ValueError(
-                f"model_type={model_type!r} is not a Qwen3 model (expected 'qwen3' or 'qwen3_moe')"
+                f"hidden_size={c.hidden_size} is not divisible by num_attention_heads={c.num_attention_heads}; give head_dim explicitly"
             )
-        if "num_local_experts" in d and "num_experts" not in d:  # transformers 5 writes this alias
-            d["num_experts"] = d["num_local_experts"]
-        rope = d.get("rope_parameters")  # transformers 5 keeps rope_theta here
-        if isinstance(rope, dict):
-            d.setdefault("rope_theta", rope.get("rope_theta", cls.rope_theta))
-            if rope.get("rope_type", "default") != "default":
-                d["rope_scaling"] = {k: v for k, v in rope.items() if k != "rope_theta"}
-        missing = [
-            n
-            for n in (
-                "vocab_size",
-                "hidden_size",
-                "intermediate_size",
-                "num_hidden_layers",
-                "num_attention_heads",
+        c.head_dim = c.hidden_size // c.num_attention_heads
+    _check_positive_int("head_dim", c.head_dim)
+    if c.head_dim % 2:
+        raise ValueError(f"head_dim must be even for RoPE, got {c.head_dim}")
+    _check_positive_int("max_position_embeddings", c.max_position_embeddings)
+    if c.num_experts:
+        for name in ("num_experts", "moe_intermediate_size", "decoder_sparse_step"):
+            _check_positive_int(name, getattr(c, name))
+        if not 1 <= c.num_experts_per_tok <= c.num_experts:
+            raise ValueError(
+                f"num_experts_per_tok={c.num_experts_per_tok} must be between 1 and num_experts={c.num_experts}"
             )
-            if n not in d
-        ]
-        if missing:
-            raise ValueError(f"config is missing required fields {missing}")
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+    c.mlp_only_layers = list(c.mlp_only_layers or [])
+    bad = [i for i in c.mlp_only_layers if not 0 <= i < c.num_hidden_layers]
+    if bad:
+        raise ValueError(f"mlp_only_layers {bad} are not layer indices 0..{c.num_hidden_layers - 1}")
 
-    @classmethod
-    def from_json(cls, path) -> Qwen3Config:
-        """Read a Hugging Face `config.json` (a file, or a directory that contains one)."""
-        path = Path(path)
-        if path.is_dir():
-            path = path / "config.json"
-        if not path.is_file():
-            raise ValueError(f"no config.json at {path}")
-        return cls.from_dict(json.loads(path.read_text()))
 
-    @classmethod
-    def from_hf(cls, hf_config) -> Qwen3Config:
-        """From a `transformers` Qwen3Config / Qwen3MoeConfig object (or any object with to_dict())."""
-        return cls.from_dict(hf_config.to_dict())
+def _check_supported(c: Qwen3Config) -> None:
+    """Raise ValueError for settings Qwen3 does not use (and this model does not implement)."""
+    if c.hidden_act != "silu":
+        raise ValueError(f"hidden_act={c.hidden_act!r} is not supported; Qwen3 uses 'silu' (SwiGLU)")
+    if c.attention_bias:
+        raise ValueError("attention_bias=True is not supported; Qwen3's projections have no bias")
+    if c.attention_dropout:
+        raise ValueError(f"attention_dropout={c.attention_dropout} is not supported (Qwen3 uses 0.0)")
+    if c.use_sliding_window:
+        raise ValueError("use_sliding_window=True is not supported; released Qwen3 models attend to the full context")
+    if not float(c.rope_theta) > 0:
+        raise ValueError(f"rope_theta must be positive, got {c.rope_theta!r}")
+    if c.rope_scaling is not None:
+        kind = c.rope_scaling.get("rope_type", c.rope_scaling.get("type"))
+        if kind not in ("default", "linear", "yarn"):
+            raise ValueError(f"rope_scaling type {kind!r} is not supported; use 'linear' or 'yarn' (chapter 10)")
+        if kind != "default" and not c.rope_scaling.get("factor", 0) >= 1:
+            raise ValueError(f"rope_scaling needs a factor >= 1, got {c.rope_scaling!r}")
+    if not c.rms_norm_eps > 0:
+        raise ValueError(f"rms_norm_eps must be positive, got {c.rms_norm_eps!r}")
 
-    def to_dict(self) -> dict:
-        """The `config.json` dictionary Hugging Face's Qwen3 / Qwen3-MoE classes read."""
-        d = {f.name: getattr(self, f.name) for f in fields(self)}
-        d["mlp_only_layers"] = list(self.mlp_only_layers)
-        if self.is_moe:
-            d.update(model_type="qwen3_moe", architectures=["Qwen3MoeForCausalLM"])
-        else:
-            for f in (
-                "num_experts",
-                "num_experts_per_tok",
-                "moe_intermediate_size",
-                "norm_topk_prob",
-                "router_aux_loss_coef",
-                "decoder_sparse_step",
-                "mlp_only_layers",
-            ):
-                d.pop(f)
-            d.update(model_type="qwen3", architectures=["Qwen3ForCausalLM"])
-        return d
+# %% ../../notebooks/11_assemble_and_train.ipynb #c012b
+@patch(cls_method=True)
+def from_dict(cls: Qwen3Config, d: dict) -> Qwen3Config:
+    """A config from a `config.json` dictionary (transformers 4.x or 5.x spelling).
 
-    def to_json(self, path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+    Keys this class does not model (`use_cache`, `transformers_version`, ...) are ignored;
+    fields missing from `d` take this class's defaults.
+    """
+    d = dict(d)
+    model_type = d.get("model_type", "qwen3")
+    if model_type not in ("qwen3", "qwen3_moe"):
+        raise ValueError(f"model_type={model_type!r} is not a Qwen3 model (expected 'qwen3' or 'qwen3_moe')")
+    if "num_local_experts" in d and "num_experts" not in d:  # transformers 5 writes this alias
+        d["num_experts"] = d["num_local_experts"]
+    rope = d.get("rope_parameters")  # transformers 5 keeps rope_theta here
+    if isinstance(rope, dict):
+        d.setdefault("rope_theta", rope.get("rope_theta", cls.rope_theta))
+        if rope.get("rope_type", "default") != "default":
+            d["rope_scaling"] = {k: v for k, v in rope.items() if k != "rope_theta"}
+    missing = [n for n in _REQUIRED if n not in d]
+    if missing:
+        raise ValueError(f"config is missing required fields {missing}")
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in d.items() if k in names})
 
-    @classmethod
-    def preset(cls, name: str, **overrides) -> Qwen3Config:
-        """A named configuration, e.g. `Qwen3Config.preset("t4", vocab_size=tok.vocab_size)`."""
-        if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-        return replace(cls(**PRESETS[name]), **overrides)
+
+@patch(cls_method=True)
+def from_json(cls: Qwen3Config, path) -> Qwen3Config:
+    """Read a Hugging Face `config.json` (a file, or a directory that contains one)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "config.json"
+    if not path.is_file():
+        raise ValueError(f"no config.json at {path}")
+    return cls.from_dict(json.loads(path.read_text()))
+
+
+@patch(cls_method=True)
+def from_hf(cls: Qwen3Config, hf_config) -> Qwen3Config:
+    """From a `transformers` Qwen3Config / Qwen3MoeConfig object (or any object with to_dict())."""
+    return cls.from_dict(hf_config.to_dict())
+
+# %% ../../notebooks/11_assemble_and_train.ipynb #c012c
+_MOE_FIELDS = ("num_experts", "num_experts_per_tok", "moe_intermediate_size", "norm_topk_prob",
+               "router_aux_loss_coef", "decoder_sparse_step", "mlp_only_layers")
+
+
+@patch(as_prop=True)
+def is_moe(self: Qwen3Config) -> bool:
+    return self.num_experts > 0
+
+
+@patch
+def is_sparse_layer(self: Qwen3Config, layer_idx: int) -> bool:
+    """Does layer `layer_idx` use the mixture of experts (True) or a dense SwiGLU (False)?"""
+    return (
+        self.num_experts > 0
+        and layer_idx not in self.mlp_only_layers
+        and (layer_idx + 1) % self.decoder_sparse_step == 0
+    )
+
+
+@patch
+def to_dict(self: Qwen3Config) -> dict:
+    """The `config.json` dictionary Hugging Face's Qwen3 / Qwen3-MoE classes read."""
+    d = {f.name: getattr(self, f.name) for f in fields(self)}
+    d["mlp_only_layers"] = list(self.mlp_only_layers)
+    if self.is_moe:
+        d.update(model_type="qwen3_moe", architectures=["Qwen3MoeForCausalLM"])
+    else:
+        for f in _MOE_FIELDS:
+            d.pop(f)
+        d.update(model_type="qwen3", architectures=["Qwen3ForCausalLM"])
+    return d
+
+
+@patch
+def to_json(self: Qwen3Config, path) -> None:
+    Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+@patch(cls_method=True)
+def preset(cls: Qwen3Config, name: str, **overrides) -> Qwen3Config:
+    """A named configuration, e.g. `Qwen3Config.preset("t4", vocab_size=tok.vocab_size)`."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return replace(cls(**PRESETS[name]), **overrides)
 
 # %% ../../notebooks/11_assemble_and_train.ipynb #c014
 # The course's training sizes (vocab_size is a placeholder: train code sets it to its tokenizer's),
 # and the released Qwen3 models, copied from their config.json files on the Hugging Face Hub.
 _COURSE = dict(rope_theta=1_000_000.0, rms_norm_eps=1e-6, tie_word_embeddings=True)
+_RELEASED = dict(bos_token_id=151643, eos_token_id=151645, vocab_size=151936, max_position_embeddings=40960)
 PRESETS: dict[str, dict] = {
     # seconds on a CPU: the book build and the tests
-    "ci": dict(
-        vocab_size=512,
-        hidden_size=64,
-        intermediate_size=192,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        max_position_embeddings=256,
-        **_COURSE,
-    ),
+    "ci": dict(vocab_size=512, hidden_size=64, intermediate_size=192, num_hidden_layers=2,
+               num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=256, **_COURSE),
     # minutes on a laptop
-    "cpu": dict(
-        vocab_size=4096,
-        hidden_size=256,
-        intermediate_size=768,
-        num_hidden_layers=4,
-        num_attention_heads=8,
-        num_key_value_heads=4,
-        head_dim=32,
-        max_position_embeddings=512,
-        **_COURSE,
-    ),
+    "cpu": dict(vocab_size=4096, hidden_size=256, intermediate_size=768, num_hidden_layers=4,
+                num_attention_heads=8, num_key_value_heads=4, head_dim=32, max_position_embeddings=512, **_COURSE),
     # free Colab T4 (16 GB, fp16): 23M parameters (18M outside the embedding, about CS336's
     # TinyStories model); chapter 11 shows the memory and time arithmetic behind this size
-    "t4": dict(
-        vocab_size=10240,
-        hidden_size=512,
-        intermediate_size=1408,
-        num_hidden_layers=6,
-        num_attention_heads=8,
-        num_key_value_heads=4,
-        head_dim=64,
-        max_position_embeddings=512,
-        **_COURSE,
-    ),
+    "t4": dict(vocab_size=10240, hidden_size=512, intermediate_size=1408, num_hidden_layers=6,
+               num_attention_heads=8, num_key_value_heads=4, head_dim=64, max_position_embeddings=512, **_COURSE),
     # one A100 / H100 (bf16): GPT-2-small-like bodies, ~57M and ~83M parameters with a 10k vocabulary
-    "a100": dict(
-        vocab_size=10240,
-        hidden_size=768,
-        intermediate_size=2048,
-        num_hidden_layers=8,
-        num_attention_heads=12,
-        num_key_value_heads=4,
-        head_dim=64,
-        max_position_embeddings=1024,
-        **_COURSE,
-    ),
-    "h100": dict(
-        vocab_size=10240,
-        hidden_size=768,
-        intermediate_size=2048,
-        num_hidden_layers=12,
-        num_attention_heads=12,
-        num_key_value_heads=4,
-        head_dim=64,
-        max_position_embeddings=1024,
-        **_COURSE,
-    ),
+    "a100": dict(vocab_size=10240, hidden_size=768, intermediate_size=2048, num_hidden_layers=8,
+                 num_attention_heads=12, num_key_value_heads=4, head_dim=64, max_position_embeddings=1024, **_COURSE),
+    "h100": dict(vocab_size=10240, hidden_size=768, intermediate_size=2048, num_hidden_layers=12,
+                 num_attention_heads=12, num_key_value_heads=4, head_dim=64, max_position_embeddings=1024, **_COURSE),
     # the 283M-parameter Qwen3 of "Building a Small Language Model from Scratch" (ideaweaver-ai):
     # 640 wide, 18 layers, 4 query heads sharing 1 key/value head of 160 dims, Qwen3's full
     # vocabulary and an untied output head (the two 97M-parameter matrices are 69% of the model)
-    "qwen3-283m": dict(
-        vocab_size=151936,
-        hidden_size=640,
-        intermediate_size=2048,
-        num_hidden_layers=18,
-        num_attention_heads=4,
-        num_key_value_heads=1,
-        head_dim=160,
-        max_position_embeddings=32768,
-        rope_theta=1_000_000.0,
-        tie_word_embeddings=False,
-    ),
+    "qwen3-283m": dict(vocab_size=151936, hidden_size=640, intermediate_size=2048, num_hidden_layers=18,
+                       num_attention_heads=4, num_key_value_heads=1, head_dim=160, max_position_embeddings=32768,
+                       rope_theta=1_000_000.0, tie_word_embeddings=False),
     # released models (Qwen/Qwen3-* config.json)
-    "qwen3-0.6b": dict(
-        vocab_size=151936,
-        hidden_size=1024,
-        intermediate_size=3072,
-        num_hidden_layers=28,
-        num_attention_heads=16,
-        num_key_value_heads=8,
-        head_dim=128,
-        max_position_embeddings=40960,
-        tie_word_embeddings=True,
-        bos_token_id=151643,
-        eos_token_id=151645,
-    ),
-    "qwen3-1.7b": dict(
-        vocab_size=151936,
-        hidden_size=2048,
-        intermediate_size=6144,
-        num_hidden_layers=28,
-        num_attention_heads=16,
-        num_key_value_heads=8,
-        head_dim=128,
-        max_position_embeddings=40960,
-        tie_word_embeddings=True,
-        bos_token_id=151643,
-        eos_token_id=151645,
-    ),
-    "qwen3-8b": dict(
-        vocab_size=151936,
-        hidden_size=4096,
-        intermediate_size=12288,
-        num_hidden_layers=36,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        head_dim=128,
-        max_position_embeddings=40960,
-        tie_word_embeddings=False,
-        bos_token_id=151643,
-        eos_token_id=151645,
-    ),
-    "qwen3-30b-a3b": dict(
-        vocab_size=151936,
-        hidden_size=2048,
-        intermediate_size=6144,
-        num_hidden_layers=48,
-        num_attention_heads=32,
-        num_key_value_heads=4,
-        head_dim=128,
-        max_position_embeddings=40960,
-        tie_word_embeddings=False,
-        num_experts=128,
-        num_experts_per_tok=8,
-        moe_intermediate_size=768,
-        norm_topk_prob=True,
-        bos_token_id=151643,
-        eos_token_id=151645,
-    ),
+    "qwen3-0.6b": dict(hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
+                       num_key_value_heads=8, head_dim=128, tie_word_embeddings=True, **_RELEASED),
+    "qwen3-1.7b": dict(hidden_size=2048, intermediate_size=6144, num_hidden_layers=28, num_attention_heads=16,
+                       num_key_value_heads=8, head_dim=128, tie_word_embeddings=True, **_RELEASED),
+    "qwen3-8b": dict(hidden_size=4096, intermediate_size=12288, num_hidden_layers=36, num_attention_heads=32,
+                     num_key_value_heads=8, head_dim=128, tie_word_embeddings=False, **_RELEASED),
+    "qwen3-30b-a3b": dict(hidden_size=2048, intermediate_size=6144, num_hidden_layers=48, num_attention_heads=32,
+                          num_key_value_heads=4, head_dim=128, tie_word_embeddings=False, num_experts=128,
+                          num_experts_per_tok=8, moe_intermediate_size=768, norm_topk_prob=True, **_RELEASED),
 }
 
 # %% ../../notebooks/11_assemble_and_train.ipynb #c016
@@ -500,7 +386,7 @@ def rope_frequencies(config: Qwen3Config) -> tuple[torch.Tensor, float]:
         )
     return rope_inv_freq(config.head_dim, config.rope_theta), 1.0
 
-
+# %% ../../notebooks/11_assemble_and_train.ipynb #c020a
 class Qwen3Model(nn.Module):
     """The decoder stack (Hugging Face's `model.` prefix): embed_tokens, layers, norm, RoPE tables."""
 
