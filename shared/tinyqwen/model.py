@@ -528,9 +528,9 @@ class FusedCrossEntropy(torch.autograd.Function):
         logits, safe, counted, lse, n_counted = ctx.saved_tensors
         scale = (counted * (grad_loss / n_counted))[:, None]  # (tokens, 1), 0 for ignored rows
         grad = torch.empty_like(logits)
+        in_place = grad.dtype == torch.float32  # else each block is computed in float32, then cast
         for start in range(0, len(logits), ctx.rows):
             r = slice(start, start + ctx.rows)
-            in_place = grad.dtype == torch.float32  # else compute in float32, then cast
             p = grad[r] if in_place else torch.empty_like(logits[r], dtype=torch.float32)
             torch.sub(logits[r], lse[r, None], out=p).exp_().mul_(scale[r])  # softmax * scale
             p.scatter_add_(1, safe[r, None], -scale[r])  # minus the one-hot target
