@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
+import os
 import re
+import tempfile
 import time
 import warnings
+import weakref
 from dataclasses import dataclass
 
 import torch
 
 # %% auto #0
-__all__ = ['GPU_SPECS', 'pick_device', 'amp_dtype_for_capability', 'Autocast', 'autocast_for', 'ModelDims', 'model_dims',
-           'param_counts', 'flops_breakdown', 'flops_per_token', 'optimizer_state_elements',
+__all__ = ['LOSSES', 'GPU_SPECS', 'ASSUMED_MFU', 'pick_device', 'amp_dtype_for_capability', 'Autocast', 'autocast_for',
+           'ModelDims', 'model_dims', 'param_counts', 'flops_breakdown', 'flops_per_token', 'optimizer_state_elements',
            'activation_bytes_per_token', 'training_memory', 'GPUSpec', 'gpu_spec', 'matmul_flops', 'peak_flops', 'mfu',
-           'ThroughputMeter', 'saved_tensor_bytes']
+           'ThroughputMeter', 'saved_tensor_bytes', 'peak_allocated_bytes', 'training_plan']
 
 # %% ../../notebooks/08_gpu_acceleration.ipynb #c012
 def _mps_available() -> bool:
@@ -53,7 +57,7 @@ def amp_dtype_for_capability(capability: tuple[int, int]) -> torch.dtype:
         raise ValueError(f"not a compute capability: {capability!r}")
     return torch.bfloat16 if major >= 8 else torch.float16
 
-
+# %% ../../notebooks/08_gpu_acceleration.ipynb #c012a
 @dataclass(frozen=True)
 class Autocast:
     """A factory of autocast regions on one device type: ``with amp(): loss = model(x)``.
@@ -136,7 +140,7 @@ def _positive(config, name, default=None) -> int:
         raise ValueError(f"config.{name} must be a positive int, got {value!r}")
     return value
 
-
+# %% ../../notebooks/08_gpu_acceleration.ipynb #c014a
 def model_dims(config) -> ModelDims:
     """Validated sizes of a (duck-typed) Qwen3 or Qwen3-MoE config.
 
@@ -174,7 +178,7 @@ def model_dims(config) -> ModelDims:
         experts=experts, top_k=top_k, moe_intermediate=moe_intermediate, moe_layers=moe_layers,
     )
 
-
+# %% ../../notebooks/08_gpu_acceleration.ipynb #c014b
 def param_counts(config) -> dict[str, int]:
     """Number of parameters by component (every tensor a Qwen3 model of this config allocates).
 
@@ -197,7 +201,7 @@ def param_counts(config) -> dict[str, int]:
     counts["total"] = sum(counts.values())
     return counts
 
-
+# %% ../../notebooks/08_gpu_acceleration.ipynb #c014c
 def flops_breakdown(config, seq_len: int, *, causal: bool = False, backward: bool = True) -> dict[str, float]:
     """Matmul FLOPs per token by component, for training (forward + backward) or forward only.
 
@@ -205,9 +209,9 @@ def flops_breakdown(config, seq_len: int, *, causal: bool = False, backward: boo
     and twice that backward (one matmul for the input's gradient, one for the weight's), so each
     weight a token touches costs 6 FLOPs in training. Attention scores and the weighted sum of
     values cost 2·heads·head_dim FLOPs per (query, key) pair each; a query sees all ``seq_len``
-    keys (``causal=False``, the PaLM/nanoGPT convention, what dense kernels compute) or on average
-    (seq_len + 1) / 2 of them (``causal=True``, what a causal FlashAttention kernel skips down to).
-    Elementwise work (norms, softmax, SiLU, RoPE, residual adds) is not counted.
+    keys (``causal=False``: PaLM's MFU convention, also nanoGPT's, and what dense kernels compute)
+    or on average (seq_len + 1) / 2 of them (``causal=True``: what a causal FlashAttention kernel
+    skips down to). Elementwise work (norms, softmax, SiLU, RoPE, residual adds) is not counted.
     """
     if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len <= 0:
         raise ValueError(f"seq_len must be a positive int, got {seq_len!r}")
@@ -234,13 +238,21 @@ def flops_per_token(config, seq_len: int, *, causal: bool = False, backward: boo
 
     ≈ 6·N_active + 12·layers·heads·head_dim·seq_len, where N_active counts the weights one token
     multiplies: attention projections, the dense MLP or the router plus ``num_experts_per_tok``
-    experts, and the lm_head (tied or not; the embedding lookup itself costs no FLOPs).
-    See :func:`flops_breakdown`.
+    experts, and the lm_head (tied or not; the embedding lookup itself costs no FLOPs). The
+    default counts the attention term in full, as for a non-causal model: PaLM's MFU convention
+    (Chowdhery et al. 2022, appendix B), which the course's MFU always uses. See
+    :func:`flops_breakdown`.
     """
     return flops_breakdown(config, seq_len, causal=causal, backward=backward)["total"]
 
 # %% ../../notebooks/08_gpu_acceleration.ipynb #c016
 _OPTIMIZERS = ("adamw", "muon", "sgd")
+
+LOSSES = {  # what a cross-entropy over (tokens, vocab) logits holds for its backward pass
+    "logits": "the logits; softmax recomputed in backward (tinyqwen.model's default loss)",
+    "log_softmax": "the float32 log-probabilities (torch.nn.functional.cross_entropy, Hugging Face's Qwen3)",
+    "chunked": "neither: logits recomputed chunk by chunk (chapter 9; the trainer's chunked_loss=True)",
+}
 
 
 def _dtype_bytes(dtype: torch.dtype) -> int:
@@ -265,10 +277,10 @@ def optimizer_state_elements(config, optimizer: str = "adamw") -> int:
     matrices = m.layers * (2 * m.hidden * q + 2 * m.hidden * kv) + c["mlp"] + c["router"] + c["experts"]
     return matrices + 2 * (c["total"] - matrices)
 
-
-def activation_bytes_per_token(config, seq_len: int, *, param_dtype=torch.float32,
-                               autocast_dtype=None, attention: str = "sdpa") -> dict[str, float]:
-    """Bytes autograd saves for the backward pass, per token, by part of the model.
+# %% ../../notebooks/08_gpu_acceleration.ipynb #c016a
+def activation_bytes_per_token(config, seq_len: int, *, param_dtype=torch.float32, autocast_dtype=None,
+                               attention: str = "sdpa", loss: str = "logits") -> dict[str, float]:
+    """Bytes autograd holds for the backward pass, per token, by part of the model.
 
     Counted for Hugging Face's Qwen3 order of operations (chapter 11's model follows it): each
     RMSNorm saves its float32 input, the 1/rms statistic and the normalised output; each linear
@@ -276,12 +288,15 @@ def activation_bytes_per_token(config, seq_len: int, *, param_dtype=torch.float3
     attention output and, for ``attention="sdpa"`` (fused kernels), a float32 log-sum-exp per head,
     or for ``"eager"`` the (heads, seq_len) probability matrix per token; SwiGLU its gate, up,
     SiLU and product; a mixture-of-experts layer, per chosen expert, the token's copy, the SwiGLU
-    tensors, the weighted output and the routing indices. Keys: layers, head (final norm, lm_head input and
-    the int64 token id), loss (the float32 log-softmax a fused cross-entropy saves, and the int64
-    target), total.
+    tensors, the weighted output and the routing indices. Keys: layers, head (final norm, lm_head
+    input, int64 token id), loss (what the cross-entropy ``loss``, one of :data:`LOSSES`, holds:
+    the logits, a float32 log-sum-exp, int64 and bool targets; or float32 log-probabilities and
+    int64 targets; or for "chunked" only the log-sum-exp and targets), total.
     """
     if attention not in ("sdpa", "eager"):
         raise ValueError(f"attention must be 'sdpa' or 'eager', got {attention!r}")
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {tuple(LOSSES)}, got {loss!r}")
     m = model_dims(config)
     p = _dtype_bytes(param_dtype)
     s = _dtype_bytes(autocast_dtype or param_dtype)
@@ -300,23 +315,32 @@ def activation_bytes_per_token(config, seq_len: int, *, param_dtype=torch.float3
                         + s + 24))                         # output, gate weight, int64 indices
     n_moe = len(m.moe_layers)
     layers = m.layers * (2 * norm + attn_in + qk_norm + attn) + (m.layers - n_moe) * dense + n_moe * moe
-    head = norm + (d * s if amp else d * p) + 8           # final norm, lm_head input, int64 token id
-    loss = 4 * m.vocab + 8                                 # float32 log-softmax, int64 target
-    return {"layers": float(layers), "head": float(head), "loss": float(loss), "total": float(layers + head + loss)}
+    cast_head = amp and loss != "chunked"                  # the chunked loss casts block by block
+    head = norm + (d * s if cast_head else d * p) + 8     # final norm, lm_head input, int64 token id
+    held = {"logits": s * m.vocab + 4 + 8 + 1, "log_softmax": 4 * m.vocab + 8, "chunked": 4 + 8}[loss]
+    return {"layers": float(layers), "head": float(head), "loss": float(held), "total": float(layers + head + held)}
 
-
+# %% ../../notebooks/08_gpu_acceleration.ipynb #c016b
 def training_memory(config, batch: int, seq_len: int, optimizer: str = "adamw", *,
                     param_dtype: torch.dtype = torch.float32, autocast_dtype: torch.dtype | None = None,
-                    attention: str = "sdpa") -> dict[str, int]:
-    """Bytes one training step holds at its peak, by kind (an estimate; see the chapter).
+                    attention: str = "sdpa", loss: str = "logits", chunk_size: int = 1024) -> dict[str, int]:
+    """Bytes a training step on one (batch, seq_len) micro-batch holds at its peak, by kind.
 
-    parameters, gradients (same dtype as the parameters), optimizer (its state, see
-    :func:`optimizer_state_elements`), activations (saved for backward, see
-    :func:`activation_bytes_per_token`, plus the RoPE cos/sin tables), weight_casts (under
-    autocast, one low-precision copy of every matmul weight, kept until backward), logits (the
-    (batch, seq, vocab) logits the forward returns, plus their float32 gradient), total.
+    parameters, gradients (dtype of the parameters), optimizer (see :func:`optimizer_state_elements`),
+    activations (held for backward, see :func:`activation_bytes_per_token`, plus the RoPE tables),
+    weight_casts (under autocast, a low-precision copy of every matmul weight, held for backward),
+    logits (what the ``loss`` allocates at its peak beyond what it holds: "logits": the logits'
+    gradient, and for 16-bit logits a float32 copy of them and their float32 softmax, all rows at
+    once as on a GPU; "log_softmax": the float32 gradients of the log-probabilities and of the
+    logits; "chunked": three float32 (chunk_size, vocab) blocks, and the lm_head weight cast under
+    autocast), total.
+
+    The peak comes as the backward pass starts: all activations are held and the loss forms its
+    gradients. Gradients exist then only from the second micro-batch of an accumulation on, so
+    with one micro-batch the total overstates the peak by them. The caller is assumed to drop the
+    logits the forward returns (``loss = model(x, targets=y).loss``, as chapter 11 does).
     """
-    for name, value in (("batch", batch), ("seq_len", seq_len)):
+    for name, value in (("batch", batch), ("seq_len", seq_len), ("chunk_size", chunk_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     m = model_dims(config)
@@ -324,17 +348,23 @@ def training_memory(config, batch: int, seq_len: int, optimizer: str = "adamw", 
     p = _dtype_bytes(param_dtype)
     s = _dtype_bytes(autocast_dtype or param_dtype)
     amp = autocast_dtype is not None and autocast_dtype != param_dtype
-    per_token = activation_bytes_per_token(config, seq_len, param_dtype=param_dtype,
-                                           autocast_dtype=autocast_dtype, attention=attention)["total"]
+    per_token = activation_bytes_per_token(config, seq_len, param_dtype=param_dtype, autocast_dtype=autocast_dtype,
+                                           attention=attention, loss=loss)["total"]
+    tokens, lm_head = batch * seq_len, m.vocab * m.hidden
     matmul_weights = (m.layers * 2 * m.hidden * (m.heads + m.kv_heads) * m.head_dim + c["mlp"]
-                      + c["router"] + c["experts"] + m.vocab * m.hidden)
+                      + c["router"] + c["experts"] + (0 if loss == "chunked" else lm_head))
+    transient = {
+        "logits": tokens * m.vocab * (s + (8 if s < 4 else 0)),
+        "log_softmax": tokens * m.vocab * 8,
+        "chunked": 12 * min(tokens, chunk_size) * m.vocab + (lm_head * s if amp else 0),
+    }[loss]
     out = {
         "parameters": c["total"] * p,
         "gradients": c["total"] * p,
         "optimizer": optimizer_state_elements(config, optimizer) * p,
-        "activations": int(batch * seq_len * per_token) + 2 * seq_len * m.head_dim * 4,
+        "activations": int(tokens * per_token) + 2 * seq_len * m.head_dim * 4,
         "weight_casts": matmul_weights * s if amp else 0,
-        "logits": batch * seq_len * m.vocab * (s + 4),
+        "logits": transient,
     }
     out["total"] = sum(out.values())
     return out
@@ -352,7 +382,7 @@ class GPUSpec:
     fp16: float
     bandwidth: float
     memory_gb: float
-    source: str
+    source: str  # where the figures come from: NVIDIA's datasheet, or who quotes them
 
     def peak(self, dtype) -> float:
         """Peak FLOP/s for matmuls in ``dtype`` (torch.float32, torch.bfloat16, torch.float16 or "tf32")."""
@@ -364,7 +394,7 @@ class GPUSpec:
             raise ValueError(f"the {self.name} has no {key} tensor cores")
         return value
 
-
+# %% ../../notebooks/08_gpu_acceleration.ipynb #c018a
 _NV = "https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/"
 _T, _GB = 1e12, 1e9  # tera, giga
 # Datasheets give Hopper/Ada tensor throughput "with sparsity"; dense is half of it (used here).
@@ -389,7 +419,7 @@ GPU_SPECS: tuple[GPUSpec, ...] = (
             "https://resources.nvidia.com/en-us-data-center-overview/l4-gpu-datasheet"),
     GPUSpec("A10G", r"A10G", 35 * _T, 35 * _T, 70 * _T, 70 * _T, 600 * _GB, 24,
             "AWS's figures as quoted in https://www.baseten.co/blog/nvidia-a10-vs-a10g-for-ml-model-inference/"
-            " (NVIDIA publishes no A10G datasheet)"),
+            " (a third party: NVIDIA publishes no A10G datasheet)"),
     GPUSpec("V100 PCIe", r"V100.*PCIE", 14 * _T, None, None, 112 * _T, 900 * _GB, 16,
             "https://images.nvidia.com/content/technologies/volta/pdf/volta-v100-datasheet-update-us-1165301-r5.pdf"),
     GPUSpec("V100 SXM2", r"V100", 15.7 * _T, None, None, 125 * _T, 900 * _GB, 16,
@@ -406,13 +436,7 @@ def gpu_spec(name: str) -> GPUSpec | None:
             return spec
     return None
 
-
-@functools.cache
-def _measured_matmul_flops(device: str, dtype: torch.dtype, sizes: tuple[int, ...], repeats: int,
-                           threads: int) -> float:
-    return max(matmul_flops(n, device=device, dtype=dtype, repeats=repeats) for n in sizes)
-
-
+# %% ../../notebooks/08_gpu_acceleration.ipynb #c018b
 def matmul_flops(n: int, *, device="cpu", dtype=torch.float32, repeats: int = 3, min_flops: float = 5e7) -> float:
     """Measured FLOP/s of an (n, n) @ (n, n) matmul (2·n³ FLOPs), best of ``repeats`` timings.
 
@@ -436,6 +460,12 @@ def matmul_flops(n: int, *, device="cpu", dtype=torch.float32, repeats: int = 3,
         sync()
         best = min(best, time.perf_counter() - start)
     return calls * 2 * n**3 / best
+
+
+@functools.cache
+def _measured_matmul_flops(device: str, dtype: torch.dtype, sizes: tuple[int, ...], repeats: int,
+                           threads: int) -> float:
+    return max(matmul_flops(n, device=device, dtype=dtype, repeats=repeats) for n in sizes)
 
 
 def peak_flops(device, dtype=None, *, sizes: tuple[int, ...] = (256, 512, 1024)) -> float:
@@ -464,12 +494,16 @@ def peak_flops(device, dtype=None, *, sizes: tuple[int, ...] = (256, 512, 1024))
         raise ValueError(f"tf32 exists only on NVIDIA GPUs, not on {device}")
     return _measured_matmul_flops(str(device), dtype, tuple(sizes), 3, torch.get_num_threads())
 
-
+# %% ../../notebooks/08_gpu_acceleration.ipynb #c018c
 def mfu(tokens_per_s: float, config, seq_len: int, device=None, *, dtype=None, peak: float | None = None,
         causal: bool = False) -> float:
     """Model FLOPs utilisation: tokens_per_s · flops_per_token / peak FLOP/s, a fraction in [0, 1].
 
-    Give ``peak`` (FLOP/s) directly, or a ``device`` (and optionally ``dtype``) for :func:`peak_flops`.
+    The model's FLOPs are counted in PaLM's convention (Chowdhery et al. 2022, appendix B), as
+    everywhere in this course: 6 per weight a token multiplies plus the attention scores counted
+    in full, as for a non-causal model (:func:`flops_per_token`); ``causal=True`` counts only the
+    unmasked half instead, which gives a lower MFU for the same run. Give ``peak`` (FLOP/s)
+    directly, or a ``device`` (and optionally ``dtype``) for :func:`peak_flops`.
     """
     if not tokens_per_s >= 0:
         raise ValueError(f"tokens_per_s must be >= 0, got {tokens_per_s!r}")
@@ -485,11 +519,11 @@ def mfu(tokens_per_s: float, config, seq_len: int, device=None, *, dtype=None, p
 class ThroughputMeter:
     """Tokens per second, smoothed, and MFU for a progress bar.
 
-    ``meter = ThroughputMeter(flops_per_token(cfg, T), peak_flops(device))``, then after every
-    step ``meter.update(tokens)`` and ``bar.set_postfix(meter.postfix())``. The rate is the ratio of
-    exponential moving averages of tokens and seconds per step (``smoothing`` is the weight of
-    the past), so uneven steps average correctly. Call :meth:`reset` to drop warm-up steps (for
-    instance the first steps of a compiled model). ``clock`` is injectable for tests.
+    ``meter = ThroughputMeter(flops_per_token(cfg, T), peak_flops(device))``, then after every step
+    ``meter.update(tokens)`` and ``bar.set_postfix(meter.postfix())``. The rate is the ratio of moving
+    averages of tokens and of seconds per step, so uneven steps average correctly; :meth:`reset` drops
+    warm-up steps. The MFU is in the convention of the ``flops_per_token`` given: the course gives
+    :func:`flops_per_token`'s default, PaLM's (attention counted in full). ``clock``: for tests.
     """
 
     def __init__(self, flops_per_token: float | None = None, peak_flops: float | None = None, *,
@@ -502,8 +536,7 @@ class ThroughputMeter:
         self.smoothing, self.clock = smoothing, clock
         self.reset()
 
-    def reset(self) -> None:
-        """Start timing afresh from now."""
+    def reset(self) -> None:  # start timing afresh from now
         self.start = self._last = self.clock()
         self.steps = self.total_tokens = 0
         self._ema_tokens = self._ema_seconds = 0.0
@@ -517,8 +550,7 @@ class ThroughputMeter:
         b = self.smoothing
         self._ema_tokens = b * self._ema_tokens + (1 - b) * tokens
         self._ema_seconds = b * self._ema_seconds + (1 - b) * seconds
-        self.steps += 1
-        self.total_tokens += tokens
+        self.steps, self.total_tokens = self.steps + 1, self.total_tokens + tokens
         return self.tokens_per_s
 
     @property
@@ -541,28 +573,130 @@ class ThroughputMeter:
 
     def postfix(self) -> dict[str, str]:
         """{"tok/s": ..., "MFU": ...} for ``tqdm.set_postfix``."""
-        out = {"tok/s": f"{self.tokens_per_s:,.0f}"}
-        if self.mfu is not None:
-            out["MFU"] = f"{100 * self.mfu:.1f}%"
-        return out
+        mfu = self.mfu
+        return {"tok/s": f"{self.tokens_per_s:,.0f}", **({} if mfu is None else {"MFU": f"{100 * mfu:.1f}%"})}
 
 # %% ../../notebooks/08_gpu_acceleration.ipynb #c021
 def saved_tensor_bytes(fn, *, exclude=()) -> tuple[object, int]:
-    """Run ``fn()`` and measure the bytes autograd saves for backward: ``(fn(), bytes)``.
+    """Run ``fn()`` and measure the bytes autograd holds for backward when it returns: ``(fn(), bytes)``.
 
-    Every tensor packed by autograd is counted once per storage (views share one), except the
-    storages of the tensors in ``exclude`` (pass ``model.parameters()``: weights are saved too,
-    but they are not activations).
+    Every tensor autograd saves passes through a pack hook (``saved_tensors_hooks``); its storage
+    counts once (views share one) if the graph still holds it when ``fn`` returns. A tensor saved
+    by an operation whose result was dropped (e.g. under ``.detach()``) has been freed by then and
+    does not count. Storages of ``exclude`` never count (pass ``model.parameters()``: weights are
+    saved too, but they are not activations).
     """
     skip = {t.untyped_storage().data_ptr() for t in exclude}
-    seen: dict[int, int] = {}
+    packed = []  # (storage address, bytes, weak reference to what the graph holds)
 
     def pack(t):
+        held = t.detach()  # only the graph refers to it: it dies with the operation that saved it
         storage = t.untyped_storage()
         if storage.data_ptr() not in skip:
-            seen[storage.data_ptr()] = storage.nbytes()
-        return t
+            packed.append((storage.data_ptr(), storage.nbytes(), weakref.ref(held)))
+        return held
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         result = fn()
-    return result, sum(seen.values())
+    alive = {address: nbytes for address, nbytes, ref in packed if ref() is not None}
+    return result, sum(alive.values())
+
+# %% ../../notebooks/08_gpu_acceleration.ipynb #c021a
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Send what C++ code writes to file descriptor 2 (the profiler's start and stop lines) nowhere."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no file descriptor 2 to silence
+        yield
+        return
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def peak_allocated_bytes(fn, device="cpu") -> tuple[object, int]:
+    """Run ``fn()`` and measure the most bytes allocated at once while it ran: ``(fn(), bytes)``.
+
+    Counted on top of what was allocated before (parameters, optimizer state, the batch: add those
+    yourself). On CUDA from the allocator's statistics (``torch.cuda.max_memory_allocated``); on a
+    CPU from PyTorch's profiler with ``profile_memory=True``, which records every allocation and
+    free of the CPU allocator: their running sum, in time order, peaks at the answer.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        result = fn()
+        torch.cuda.synchronize(device)
+        return result, torch.cuda.max_memory_allocated(device) - before
+    if device.type != "cpu":
+        raise ValueError(f"peak memory is measured on 'cpu' or 'cuda', not {device.type!r}")
+    from torch.profiler import ProfilerActivity, profile
+
+    prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+    with _quiet_stderr():
+        prof.start()
+    try:
+        result = fn()
+    finally:
+        with _quiet_stderr():
+            prof.stop()
+    with tempfile.TemporaryDirectory() as folder:  # the trace is the profiler's public record
+        path = os.path.join(folder, "trace.json")
+        prof.export_chrome_trace(path)
+        with open(path) as f:
+            events = json.load(f)["traceEvents"]
+    memory = sorted((e for e in events if e.get("name") == "[memory]" and e["args"].get("Device Type", 0) == 0),
+                    key=lambda e: e["ts"])
+    live = peak = 0
+    for event in memory:
+        live += event["args"]["Bytes"]
+        peak = max(peak, live)
+    return result, peak
+
+# %% ../../notebooks/08_gpu_acceleration.ipynb #c021b
+# MFU assumed for time *estimates* (not measured: no GPU run of these presets is recorded yet).
+# T4: the t4 preset's 512-wide fp16 matmuls are small for a GPU and a 2-core VM feeds it, so we
+# assume less than nanoGPT's ~29 % on an A100. A100/H100: the course's bf16 target, between
+# nanoGPT's ~29 % and nanochat's 41-46 % on an H100 (the course design's reference results).
+ASSUMED_MFU: dict[str, float] = {"T4": 0.25, "A100": 0.40, "H100": 0.40}
+
+
+def training_plan(config, gpu: str, *, batch_size: int, seq_len: int, steps: int, grad_accum: int = 1,
+                  optimizer: str = "adamw", loss: str = "logits", assumed_mfu: float | None = None) -> dict:
+    """A training run's needs on a GPU of :data:`GPU_SPECS`: memory, tokens and an estimated time.
+
+    Trains in the dtype :func:`autocast_for` picks there (bf16 from Ampere, else fp16) on
+    micro-batches of ``batch_size`` x ``seq_len`` tokens, ``grad_accum`` per optimizer step, for
+    ``steps`` steps. The time is an estimate at ``assumed_mfu`` (default: :data:`ASSUMED_MFU` of
+    the GPU's family) in PaLM's convention (:func:`flops_per_token`), not a measurement.
+    Keys: gpu, dtype, memory (:func:`training_memory`), memory_share (of the GPU's memory),
+    tokens_per_step, tokens, flops_per_token, assumed_mfu, tokens_per_s, seconds.
+    """
+    spec = gpu_spec(gpu)
+    if spec is None:
+        raise ValueError(f"{gpu!r} is not in GPU_SPECS; choose one of {[s.name for s in GPU_SPECS]}")
+    if assumed_mfu is None:
+        family = [name for name in ASSUMED_MFU if name in spec.name]
+        if not family:
+            raise ValueError(f"no assumed MFU for the {spec.name}; pass assumed_mfu")
+        assumed_mfu = ASSUMED_MFU[family[0]]
+    if not 0 < assumed_mfu <= 1:
+        raise ValueError(f"assumed_mfu must be in (0, 1], got {assumed_mfu!r}")
+    for name, value in (("steps", steps), ("grad_accum", grad_accum)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    dtype = torch.bfloat16 if spec.bf16 else torch.float16
+    memory = training_memory(config, batch_size, seq_len, optimizer, autocast_dtype=dtype, loss=loss)
+    tokens_per_step = batch_size * grad_accum * seq_len
+    flops = flops_per_token(config, seq_len)
+    tokens_per_s = assumed_mfu * spec.peak(dtype) / flops
+    return {"gpu": spec.name, "dtype": dtype, "memory": memory, "memory_share": memory["total"] / (spec.memory_gb * 1e9),
+            "tokens_per_step": tokens_per_step, "tokens": steps * tokens_per_step, "flops_per_token": flops,
+            "assumed_mfu": assumed_mfu, "tokens_per_s": tokens_per_s, "seconds": steps * tokens_per_step / tokens_per_s}
