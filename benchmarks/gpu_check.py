@@ -162,6 +162,7 @@ def run_preset(
         cfg.seq_len,
         cfg.optimizer,
         autocast_dtype=autocast.dtype if autocast.enabled else None,
+        loss="chunked" if cfg.chunked_loss else "logits",
     )["total"]
     k = max(1, len(losses) // 5)
     return {
@@ -325,6 +326,7 @@ def main(argv=None) -> int:
             cfg.seq_len,
             cfg.optimizer,
             autocast_dtype=amp.dtype if amp.enabled else None,
+            loss="chunked" if cfg.chunked_loss else "logits",
         )["total"]
         if memory is not None and need > 0.9 * memory:
             result["skipped"][preset] = (

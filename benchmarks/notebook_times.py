@@ -38,8 +38,18 @@ BUDGET_SECONDS = (
 )
 
 # The T4 estimate's assumptions (a rehearsal counts FLOPs and operations; these turn them into time).
-T4_PEAK_FLOPS = {"float32": 8.1e12, "float16": 65e12}  # datasheet (tinyqwen.accel.GPU_SPECS)
+# The chapters' experiments run in float32 without autocast, so the float32 peak applies; a small
+# experiment reaches less of it than a tuned training run (tinyqwen.accel.ASSUMED_MFU, float16).
 T4_ASSUMED = {"utilisation": 0.4, "seconds_per_op": 20e-6, "precision": "float32"}
+
+
+def t4_peak(precision: str) -> float:
+    """The T4's datasheet peak FLOP/s (tinyqwen.accel.GPU_SPECS) for float32 or float16."""
+    import torch
+
+    from tinyqwen.accel import gpu_spec
+
+    return gpu_spec("T4").peak(getattr(torch, precision))
 
 
 def chapters() -> list[Path]:
@@ -98,7 +108,7 @@ def loop_estimates(records: list[dict], assumed: dict = T4_ASSUMED) -> list[dict
     its own FLOPs at the assumed utilisation of the peak and its own operations at the assumed
     overhead each, plus the estimates of the inner loops one of its iterations ran.
     """
-    peak = T4_PEAK_FLOPS[assumed["precision"]] * assumed["utilisation"]
+    peak = t4_peak(assumed["precision"]) * assumed["utilisation"]
     done: list[tuple[dict, float]] = []  # (record, estimated seconds of the whole loop)
     for rec in records:
         children = []
@@ -243,7 +253,7 @@ def main(argv=None) -> int:
     if estimate:
         record["assumptions"] = {
             **T4_ASSUMED,
-            "peak_flops": T4_PEAK_FLOPS[T4_ASSUMED["precision"]],
+            "peak_flops": t4_peak(T4_ASSUMED["precision"]),
             "cpu_cells": "timed on this machine",
             "loops": "rehearsed: first iterations",
         }

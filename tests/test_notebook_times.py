@@ -85,7 +85,7 @@ def _rec(desc, total, depth, flops, ops=0, runs=2, seconds=0.1):
 
 
 def test_the_estimate_folds_nested_loops_into_the_outer_one():
-    peak = nt.T4_PEAK_FLOPS[nt.T4_ASSUMED["precision"]] * nt.T4_ASSUMED["utilisation"]
+    peak = nt.t4_peak(nt.T4_ASSUMED["precision"]) * nt.T4_ASSUMED["utilisation"]
     inner = 1e12  # FLOPs per inner step
     records = [
         _rec("steps", 100, 2, inner),

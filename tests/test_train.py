@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tinyqwen.accel import flops_per_token, gpu_spec, training_memory
+from tinyqwen.accel import training_plan
 from tinyqwen.data import TokenDataset
 from tinyqwen.model import Qwen3Config
 from tinyqwen.train import save_checkpoint, train, train_config
@@ -214,30 +214,23 @@ def test_final_model_loads_in_transformers(tmp_path, data_dir):
 
 
 def test_t4_preset_fits_a_16gb_t4_and_an_hour():
-    """The arithmetic of chapter 11: memory from chapter 8's calculator, time at a stated MFU."""
+    """Chapter 8's plan of the t4 preset: memory by its calculator, time at its assumed MFU."""
     t4 = train_config("t4")
-    model = Qwen3Config.preset(t4.preset)
-    micro_batch = t4.batch_size
-    mem = training_memory(
-        model,
-        micro_batch,
-        t4.seq_len,
-        "adamw",
-        param_dtype=torch.float32,
-        autocast_dtype=torch.float16,
+    plan = training_plan(
+        Qwen3Config.preset(t4.preset),
+        "T4",
+        batch_size=t4.batch_size,
+        seq_len=t4.seq_len,
+        steps=t4.max_steps,
+        grad_accum=t4.grad_accum,
+        loss="chunked" if t4.chunked_loss else "logits",
     )
-    assert mem["total"] < 14e9, (
-        f"t4 needs {mem['total'] / 1e9:.1f} GB of a T4's 16 GB (leave room for the CUDA context)"
+    assert plan["memory"]["total"] < 14e9, (
+        f"t4 needs {plan['memory']['total'] / 1e9:.1f} GB of a T4's 16 GB (leave room for the CUDA context)"
     )
-    spec = gpu_spec("T4")
-    assumed_mfu = 0.25  # a deliberately modest utilisation for a small model on a T4
-    seconds = (
-        t4.max_steps
-        * t4.tokens_per_step
-        * flops_per_token(model, t4.seq_len, causal=True)
-        / (spec.peak(torch.float16) * assumed_mfu)
+    assert plan["seconds"] < 3600, (
+        f"t4 preset needs {plan['seconds'] / 60:.0f} min at {plan['assumed_mfu']:.0%} MFU"
     )
-    assert seconds < 3600, f"t4 preset needs {seconds / 60:.0f} min at {assumed_mfu:.0%} MFU"
 
 
 def test_presets_are_complete():
