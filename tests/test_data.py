@@ -17,6 +17,7 @@ import torch
 from tinyqwen.data import (
     FORMAT,
     SEPARATOR,
+    DocumentFilter,
     MinHasher,
     NearDuplicateSample,
     TokenDataset,
@@ -28,6 +29,7 @@ from tinyqwen.data import (
     exact_dedup,
     get_batch,
     jaccard,
+    lone_surrogate,
     near_dedup,
     prepare_corpus,
     prepare_token_files,
@@ -144,6 +146,36 @@ def test_encode_documents_refuses_a_document_that_contains_the_separator(tok):
         list(encode_documents(["fine"], tok, batch_docs=0, progress=False))
 
 
+def test_a_lone_surrogate_is_refused_clearly_and_dropped_by_the_pipeline(tmp_path, stories, tok):
+    # Half of a UTF-16 pair (here from a JSON escape that split an emoji) has no UTF-8 form. Chapter
+    # 1's tokenizer refuses it naming the position; the data pipeline must not crash on it deep inside
+    # a hash (UnicodeEncodeError) or repair it silently: clean_text and the encoders refuse it with
+    # the position, and DocumentFilter drops the document and counts it.
+    broken = json.loads('"A dog saw the moon \\ud83d and barked at it all night long."')
+    assert lone_surrogate(broken) == 19 and lone_surrogate(stories[0]) is None
+    assert lone_surrogate("caf\u00e9 \U0001f600") is None, (
+        "a whole emoji is one code point, not a pair"
+    )
+    with pytest.raises(ValueError, match=r"lone surrogate '\\ud83d' at position 19"):
+        clean_text(broken)
+    for fast in (True, False):
+        with pytest.raises(
+            ValueError,
+            match=r"document 1 of the batch has a lone surrogate '\\ud83d' at position 19",
+        ):
+            list(encode_documents([stories[0], broken], tok, fast=fast, progress=False))
+    doc_filter = DocumentFilter(near_dup="off")
+    assert doc_filter(broken) is None and doc_filter.removed["invalid_unicode"] == 1
+    assert "1 with a lone surrogate" in doc_filter.summary()
+    docs = stories[:60] + [broken] + stories[60:120]
+    meta = prepare_token_files(docs, tok, tmp_path, near_dup="off", progress=False)
+    assert meta["removed"]["invalid_unicode"] == 1 and meta["docs_kept"] == 120
+    written = (
+        _decode_docs(tok, tmp_path / "train.bin")[1] + _decode_docs(tok, tmp_path / "val.bin")[1]
+    )
+    assert Counter(written) == Counter(stories[:120])
+
+
 def _planted(stories):
     """Distinct stories plus planted exact and near duplicates of some of them."""
     base = stories[:150]
@@ -174,6 +206,7 @@ def test_dedup_removes_planted_exact_and_near_duplicates_and_keeps_distinct_docs
     )
     meta = prepare_token_files(docs, tok, tmp_path, progress=False)
     assert meta["removed"] == {
+        "invalid_unicode": 0,
         "too_short": 0,
         "too_long": 0,
         "exact_duplicates": len(exact),
@@ -658,6 +691,7 @@ def test_dedup_counts_and_the_sampled_near_duplicate_estimate(tmp_path, stories)
         docs, len(docs), out_dir=tmp_path / "all", near_dup="estimate", val_fraction=0.2, **CORPUS
     )
     assert meta["removed"] == {
+        "invalid_unicode": 0,
         "too_short": 0,
         "too_long": 0,
         "exact_duplicates": 3,
