@@ -49,6 +49,26 @@ def rms_norm_backward(x, weight, grad_out, eps=1e-6):
     grad_x = r * (g - xn * (g * xn).mean(-1, keepdim=True))
     return grad_x, grad_out * xn
 """,
+            # The Jacobian of x / RMS(x) is symmetric, so a Jacobian-vector product gives grad_x.
+            "forward-mode autograd": (
+                """
+def rms_norm_backward(x, weight, grad_out, eps=1e-6):
+    unit = lambda t: t * (t.square().mean(-1, keepdim=True) + eps).rsqrt()
+    grad_x = torch.func.jvp(unit, (x,), (grad_out * weight,))[1]
+    return grad_x, (grad_out * unit(x)).reshape(-1, x.shape[-1]).sum(0)
+""",
+                "ForbiddenCall",
+            ),
+            "autograd's engine without .backward": (
+                """
+def rms_norm_backward(x, weight, grad_out, eps=1e-6):
+    x, w = x.clone().requires_grad_(True), weight.clone().requires_grad_(True)
+    y = w * x * (x.square().mean(-1, keepdim=True) + eps).rsqrt()
+    torch.autograd.graph._engine_run_backward((y,), (grad_out,), True)
+    return x.grad, w.grad
+""",
+                "ForbiddenCall",
+            ),
         },
     },
     "ch04-ex2-fp16-rms-norm": {
@@ -82,6 +102,25 @@ def rms_norm_fp16(x, weight, eps=1e-6):
     unit = x / peak
     return weight * (unit * (unit.square().mean(-1, keepdim=True) + (math.sqrt(eps) / peak).square()).rsqrt())
 """,
+            "float32 by type promotion": (
+                """
+def rms_norm_fp16(x, weight, eps=1e-6):
+    wide = x * torch.ones(1)  # a float32 tensor promotes the product to float32
+    return weight * (wide * (wide.square().mean(-1, keepdim=True) + eps).rsqrt()).half()
+""",
+                "ForbiddenCall",
+            ),
+            "float32 in NumPy": (
+                """
+def rms_norm_fp16(x, weight, eps=1e-6):
+    import numpy as np
+
+    wide = np.asarray(x, dtype=np.float32)
+    y = wide / np.sqrt((wide**2).mean(-1, keepdims=True) + eps)
+    return weight * torch.from_numpy(y).half()
+""",
+                "ForbiddenCall",
+            ),
         },
     },
     "ch04-ex3-overflow-depth": {
