@@ -54,49 +54,84 @@ def sinusoidal_encoding(num_positions, dim, base=10000.0):
 """,
         },
     },
-    "ch02-ex2-rope-cache": {
+    "ch02-ex2-partial-rope": {
         "wrapper": """
-def rope_after_cache(x, cache_lengths, theta=1_000_000.0):
+def partial_rope(x, cache_lengths, rotary_dim, theta=1_000_000.0):
+    from tinyqwen.rope import apply_rope, rope_cos_sin
+
     positions = cache_lengths[:, None] + torch.arange(x.shape[1])
-    cos, sin = rope_cos_sin(x.shape[-1], positions, theta)
-    return apply_rope(x[:, None], cos, sin)[:, 0]
+    cos, sin = rope_cos_sin(rotary_dim, positions, theta)
+    turned = apply_rope(x[:, None, :, :rotary_dim], cos, sin)[:, 0]
+    return torch.cat((turned, x[..., rotary_dim:]), dim=-1)
 """,
         "wrong": {
+            # the chapter's own cells defined these too: they are switched off like tinyqwen.rope's
+            "the chapter's rope_inv_freq and rotate_half": (
+                """
+def partial_rope(x, cache_lengths, rotary_dim, theta=1_000_000.0):
+    positions = cache_lengths[:, None] + torch.arange(x.shape[1])
+    angles = positions[..., None].float() * rope_inv_freq(rotary_dim, theta)
+    angles = torch.cat((angles, angles), dim=-1)
+    turned = x[..., :rotary_dim] * angles.cos() + rotate_half(x[..., :rotary_dim]) * angles.sin()
+    return torch.cat((turned, x[..., rotary_dim:]), dim=-1)
+""",
+                "ForbiddenCall",
+            ),
+            "every feature turned, as in Qwen3": """
+def partial_rope(x, cache_lengths, rotary_dim, theta=1_000_000.0):
+    d = x.shape[-1]
+    speed = theta ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
+    turn = (cache_lengths[:, None] + torch.arange(x.shape[1])).double()[..., None] * speed
+    c, s = turn.cos().to(x.dtype), turn.sin().to(x.dtype)
+    a, b = x[..., : d // 2], x[..., d // 2 :]
+    return torch.cat((a * c - b * s, b * c + a * s), dim=-1)
+""",
+            "speeds from head_dim instead of rotary_dim": """
+def partial_rope(x, cache_lengths, rotary_dim, theta=1_000_000.0):
+    h = rotary_dim // 2
+    speed = theta ** (-torch.arange(0, rotary_dim, 2, dtype=torch.float64) / x.shape[-1])
+    turn = (cache_lengths[:, None] + torch.arange(x.shape[1])).double()[..., None] * speed
+    c, s = turn.cos().to(x.dtype), turn.sin().to(x.dtype)
+    a, b = x[..., :h], x[..., h:rotary_dim]
+    return torch.cat((a * c - b * s, b * c + a * s, x[..., rotary_dim:]), dim=-1)
+""",
+            "feature j paired with j + head_dim/2": """
+def partial_rope(x, cache_lengths, rotary_dim, theta=1_000_000.0):
+    h, d = rotary_dim // 2, x.shape[-1]
+    speed = theta ** (-torch.arange(0, rotary_dim, 2, dtype=torch.float64) / rotary_dim)
+    turn = (cache_lengths[:, None] + torch.arange(x.shape[1])).double()[..., None] * speed
+    c, s = turn.cos().to(x.dtype), turn.sin().to(x.dtype)
+    out = x.clone()
+    a, b = x[..., :h], x[..., d // 2 : d // 2 + h]
+    out[..., :h], out[..., d // 2 : d // 2 + h] = a * c - b * s, b * c + a * s
+    return out
+""",
+            "the last rotary_dim features turned instead of the first": """
+def partial_rope(x, cache_lengths, rotary_dim, theta=1_000_000.0):
+    h, d = rotary_dim // 2, x.shape[-1]
+    speed = theta ** (-torch.arange(0, rotary_dim, 2, dtype=torch.float64) / rotary_dim)
+    turn = (cache_lengths[:, None] + torch.arange(x.shape[1])).double()[..., None] * speed
+    c, s = turn.cos().to(x.dtype), turn.sin().to(x.dtype)
+    a, b = x[..., d - rotary_dim : d - h], x[..., d - h :]
+    return torch.cat((x[..., : d - rotary_dim], a * c - b * s, b * c + a * s), dim=-1)
+""",
             "one offset for the whole batch": """
-def rope_after_cache(x, cache_lengths, theta=1_000_000.0):
-    seq, d = x.shape[1], x.shape[2]
-    speed = theta ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
-    turn = (int(cache_lengths[0]) + torch.arange(seq, dtype=torch.float64))[:, None] * speed
+def partial_rope(x, cache_lengths, rotary_dim, theta=1_000_000.0):
+    h = rotary_dim // 2
+    speed = theta ** (-torch.arange(0, rotary_dim, 2, dtype=torch.float64) / rotary_dim)
+    turn = (int(cache_lengths[0]) + torch.arange(x.shape[1], dtype=torch.float64))[:, None] * speed
     c, s = turn.cos().to(x.dtype), turn.sin().to(x.dtype)
-    a, b = x[..., : d // 2], x[..., d // 2 :]
-    return torch.cat((a * c - b * s, b * c + a * s), dim=-1)
+    a, b = x[..., :h], x[..., h:rotary_dim]
+    return torch.cat((a * c - b * s, b * c + a * s, x[..., rotary_dim:]), dim=-1)
 """,
-            "off by one position": """
-def rope_after_cache(x, cache_lengths, theta=1_000_000.0):
-    seq, d = x.shape[1], x.shape[2]
-    speed = theta ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
-    turn = (cache_lengths[:, None] + 1 + torch.arange(seq)).double()[..., None] * speed
+            "interleaved pairs inside the turned features (GPT-J's layout)": """
+def partial_rope(x, cache_lengths, rotary_dim, theta=1_000_000.0):
+    speed = theta ** (-torch.arange(0, rotary_dim, 2, dtype=torch.float64) / rotary_dim)
+    turn = (cache_lengths[:, None] + torch.arange(x.shape[1])).double()[..., None] * speed
     c, s = turn.cos().to(x.dtype), turn.sin().to(x.dtype)
-    a, b = x[..., : d // 2], x[..., d // 2 :]
-    return torch.cat((a * c - b * s, b * c + a * s), dim=-1)
-""",
-            "interleaved pairs": """
-def rope_after_cache(x, cache_lengths, theta=1_000_000.0):
-    seq, d = x.shape[1], x.shape[2]
-    speed = theta ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
-    turn = (cache_lengths[:, None] + torch.arange(seq)).double()[..., None] * speed
-    c, s = turn.cos().to(x.dtype), turn.sin().to(x.dtype)
-    a, b = x[..., 0::2], x[..., 1::2]
-    return torch.stack((a * c - b * s, b * c + a * s), dim=-1).flatten(-2)
-""",
-            "rotation the wrong way": """
-def rope_after_cache(x, cache_lengths, theta=1_000_000.0):
-    seq, d = x.shape[1], x.shape[2]
-    speed = theta ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
-    turn = (cache_lengths[:, None] + torch.arange(seq)).double()[..., None] * speed
-    c, s = turn.cos().to(x.dtype), turn.sin().to(x.dtype)
-    a, b = x[..., : d // 2], x[..., d // 2 :]
-    return torch.cat((a * c + b * s, b * c - a * s), dim=-1)
+    a, b = x[..., 0:rotary_dim:2], x[..., 1:rotary_dim:2]
+    turned = torch.stack((a * c - b * s, b * c + a * s), dim=-1).flatten(-2)
+    return torch.cat((turned, x[..., rotary_dim:]), dim=-1)
 """,
         },
     },
