@@ -19,6 +19,8 @@ help:
 	@echo "make student-branch DIR=...  the repository with student editions, as branch student has it"
 	@echo "make bench         every benchmark, results in benchmarks/results/latest.{json,md}"
 	@echo "make bench-quick   a smaller run (under 5 minutes on 2 CPU cores)"
+	@echo "make notebook-times PROFILE=cpu  time every chapter (ci, cpu; gpu: measured on a GPU, else a T4 estimate)"
+	@echo "make gpu-check     GPU evidence in one command (under 8 minutes on one GPU)"
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -60,7 +62,7 @@ lint: $(STAMP)
 clean:
 	rm -rf _build dist .pytest_cache
 
-.PHONY: student book-student student-branch bench bench-quick
+.PHONY: student book-student student-branch bench bench-quick notebook-times gpu-check
 student: $(STAMP)
 	$(PY) -m tinyqwen.course student notebooks/[0-9][0-9]_*.ipynb --out dist/student
 
@@ -79,3 +81,12 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(PY) -m benchmarks.run --quick
+
+# Wall time per chapter and its slowest cells, in benchmarks/results/notebook-times-$(PROFILE).json;
+# each chapter's setup cell states its time from there.
+PROFILE ?= cpu
+notebook-times: $(STAMP)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m benchmarks.notebook_times --profile $(PROFILE)
+
+gpu-check: $(STAMP)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m benchmarks.gpu_check
