@@ -13,6 +13,14 @@ def predict_counts():
     return len(tok.encode(when)), len(regex.findall(GPT2_PATTERN, when))
 """,
         "wrong": {
+            # the chapter's own BPETokenizer (the notebook's class, not tinyqwen's) is switched off too
+            "the chapter's tokenizer, tok": (
+                """
+def predict_counts():
+    return len(tok.encode("2024-01-15 10:30")), 8
+""",
+                "ForbiddenCall",
+            ),
             "numbers kept whole, as GPT-2 does": """
 def predict_counts():
     return 9, 8
@@ -81,6 +89,17 @@ def encode_char_bpe(text, vocab, merges):
     return Tokenizer(models.BPE(vocab=vocab, merges=merges, byte_fallback=True)).encode(text).ids
 """,
         "wrong": {
+            "the chapter's own bpe_merge_ids on ids": (
+                """
+def encode_char_bpe(text, vocab, merges):
+    symbols = []
+    for ch in text:
+        symbols += [ch] if ch in vocab else [f"<0x{b:02X}>" for b in ch.encode("utf-8")]
+    ranks = {(vocab[a], vocab[b]): (r, vocab[a + b]) for r, (a, b) in reversed(list(enumerate(merges)))}
+    return bpe_merge_ids([vocab[s] for s in symbols], ranks)
+""",
+                "ForbiddenCall",
+            ),
             "one pass over the merges in list order": """
 def encode_char_bpe(text, vocab, merges):
     symbols = []
