@@ -32,25 +32,13 @@ def inverse_sqrt_lr(step, *, max_lr, warmup_steps):
 """,
         },
     },
-    "ch06-ex2-adamw-groups": {
+    "ch06-ex2-amsgrad-groups": {
         "wrapper": """
-def adamw_steps(params, grads, lrs, *, betas, eps, weight_decay, no_decay):
-    theta = {name: p.clone() for name, p in params.items()}
-    state = {name: {} for name in params}
-    for grad, lr in zip(grads, lrs):
-        for name in theta:
-            adamw_update(theta[name], grad[name], state[name], lr=lr, betas=betas, eps=eps,
-                         weight_decay=0.0 if name in no_decay else weight_decay)
-    return theta
-""",
-        "wrong": {
-            "a wrapper around torch.optim.AdamW": (
-                """
-def adamw_steps(params, grads, lrs, *, betas, eps, weight_decay, no_decay):
+def amsgrad_steps(params, grads, lrs, *, betas, eps, weight_decay, no_decay):
     ps = {name: torch.nn.Parameter(p.clone()) for name, p in params.items()}
     opt = torch.optim.AdamW([{"params": [p for n, p in ps.items() if n not in no_decay]},
                              {"params": [p for n, p in ps.items() if n in no_decay], "weight_decay": 0.0}],
-                            lr=lrs[0], betas=betas, eps=eps, weight_decay=weight_decay)
+                            lr=lrs[0], betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=True)
     for grad, lr in zip(grads, lrs):
         for name, p in ps.items():
             p.grad = grad[name].clone()
@@ -59,47 +47,77 @@ def adamw_steps(params, grads, lrs, *, betas, eps, weight_decay, no_decay):
         opt.step()
     return {name: p.detach().clone() for name, p in ps.items()}
 """,
+        "wrong": {
+            "the chapter's adamw_update (no maximum)": (
+                """
+def amsgrad_steps(params, grads, lrs, *, betas, eps, weight_decay, no_decay):
+    theta = {name: p.clone() for name, p in params.items()}
+    state = {name: {} for name in params}
+    for grad, lr in zip(grads, lrs):
+        for name in theta:
+            adamw_update(theta[name], grad[name], state[name], lr=lr, betas=betas, eps=eps,
+                         weight_decay=0.0 if name in no_decay else weight_decay)
+    return theta
+""",
                 "ForbiddenCall",
             ),
-            "bias correction missing": """
-def adamw_steps(params, grads, lrs, *, betas, eps, weight_decay, no_decay):
+            "plain AdamW: no maximum": """
+def amsgrad_steps(params, grads, lrs, *, betas, eps, weight_decay, no_decay):
     b1, b2 = betas
     theta = {n: p.clone() for n, p in params.items()}
     m = {n: torch.zeros_like(p) for n, p in params.items()}
     v = {n: torch.zeros_like(p) for n, p in params.items()}
-    for grad, lr in zip(grads, lrs):
+    for t, (grad, lr) in enumerate(zip(grads, lrs), start=1):
         for n in theta:
             m[n] = b1 * m[n] + (1 - b1) * grad[n]
             v[n] = b2 * v[n] + (1 - b2) * grad[n] ** 2
             shrink = 1.0 if n in no_decay else 1 - lr * weight_decay
-            theta[n] = shrink * theta[n] - lr * m[n] / (v[n].sqrt() + eps)
+            theta[n] = shrink * theta[n] - lr * (m[n] / (1 - b1**t)) / ((v[n] / (1 - b2**t)).sqrt() + eps)
     return theta
 """,
-            "coupled weight decay (L2 added to the gradient)": """
-def adamw_steps(params, grads, lrs, *, betas, eps, weight_decay, no_decay):
+            "maximum of the bias-corrected v": """
+def amsgrad_steps(params, grads, lrs, *, betas, eps, weight_decay, no_decay):
     b1, b2 = betas
     theta = {n: p.clone() for n, p in params.items()}
     m = {n: torch.zeros_like(p) for n, p in params.items()}
     v = {n: torch.zeros_like(p) for n, p in params.items()}
-    for t, (grad, lr) in enumerate(zip(grads, lrs), start=1):
-        for n in theta:
-            g = grad[n] + (0.0 if n in no_decay else weight_decay) * theta[n]
-            m[n] = b1 * m[n] + (1 - b1) * g
-            v[n] = b2 * v[n] + (1 - b2) * g**2
-            theta[n] = theta[n] - lr * (m[n] / (1 - b1**t)) / ((v[n] / (1 - b2**t)).sqrt() + eps)
-    return theta
-""",
-            "every parameter decayed": """
-def adamw_steps(params, grads, lrs, *, betas, eps, weight_decay, no_decay):
-    b1, b2 = betas
-    theta = {n: p.clone() for n, p in params.items()}
-    m = {n: torch.zeros_like(p) for n, p in params.items()}
-    v = {n: torch.zeros_like(p) for n, p in params.items()}
+    v_hat_max = {n: torch.zeros_like(p) for n, p in params.items()}
     for t, (grad, lr) in enumerate(zip(grads, lrs), start=1):
         for n in theta:
             m[n] = b1 * m[n] + (1 - b1) * grad[n]
             v[n] = b2 * v[n] + (1 - b2) * grad[n] ** 2
-            update = (m[n] / (1 - b1**t)) / ((v[n] / (1 - b2**t)).sqrt() + eps)
+            v_hat_max[n] = torch.maximum(v_hat_max[n], v[n] / (1 - b2**t))
+            shrink = 1.0 if n in no_decay else 1 - lr * weight_decay
+            theta[n] = shrink * theta[n] - lr * (m[n] / (1 - b1**t)) / (v_hat_max[n].sqrt() + eps)
+    return theta
+""",
+            "maximum of the squared gradient instead of v": """
+def amsgrad_steps(params, grads, lrs, *, betas, eps, weight_decay, no_decay):
+    b1, b2 = betas
+    theta = {n: p.clone() for n, p in params.items()}
+    m = {n: torch.zeros_like(p) for n, p in params.items()}
+    g2_max = {n: torch.zeros_like(p) for n, p in params.items()}
+    for t, (grad, lr) in enumerate(zip(grads, lrs), start=1):
+        for n in theta:
+            m[n] = b1 * m[n] + (1 - b1) * grad[n]
+            g2_max[n] = torch.maximum(g2_max[n], grad[n] ** 2)
+            shrink = 1.0 if n in no_decay else 1 - lr * weight_decay
+            theta[n] = shrink * theta[n] - lr * (m[n] / (1 - b1**t)) / (g2_max[n].sqrt() + eps)
+    return theta
+""",
+            "every parameter decayed": """
+def amsgrad_steps(params, grads, lrs, *, betas, eps, weight_decay, no_decay):
+    b1, b2 = betas
+    theta = {n: p.clone() for n, p in params.items()}
+    m = {n: torch.zeros_like(p) for n, p in params.items()}
+    v = {n: torch.zeros_like(p) for n, p in params.items()}
+    v_max = {n: torch.zeros_like(p) for n, p in params.items()}
+    for t, (grad, lr) in enumerate(zip(grads, lrs), start=1):
+        for n in theta:
+            m[n] = b1 * m[n] + (1 - b1) * grad[n]
+            v[n] = b2 * v[n] + (1 - b2) * grad[n] ** 2
+            v_max[n] = torch.maximum(v_max[n], v[n])
+            update = (m[n] / (1 - b1**t)) / ((v_max[n] / (1 - b2**t)).sqrt() + eps)
             theta[n] = (1 - lr * weight_decay) * theta[n] - lr * update
     return theta
 """,
