@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 
+from benchmarks.bench_model import compare_wall_and_cpu
 from benchmarks.harness import compare, print_rows, torch_threads
 from tinyqwen.moe import MoE
 
@@ -103,18 +104,16 @@ def _run(quick: bool) -> list[dict]:
             loop.load_state_dict(block.state_dict())
             variants.append(("loop over experts (reference)", loop))
         for ours_name, module in variants:
-            rows.append(
-                compare(
-                    f"moe fwd+bwd, {name}",
-                    _fwd_bwd(module, x),
-                    _fwd_bwd(grouped, x),
-                    ours_name=ours_name,
-                    peer_name="HF block, grouped_mm experts",
-                    repeats=repeats,
-                    unit="ms",
-                    scale=1e3,
-                    note=note + f", ours: {module.experts_implementation}",
-                )
+            rows += compare_wall_and_cpu(
+                f"moe fwd+bwd, {name}",
+                _fwd_bwd(module, x),
+                _fwd_bwd(grouped, x),
+                ours_name=ours_name,
+                peer_name="HF block, grouped_mm experts",
+                repeats=repeats,
+                unit="ms",
+                scale=1e3,
+                note=note + f", ours: {module.experts_implementation}",
             )
     # the naive per-token loop, on the first shape with fewer tokens
     _, hidden, inter, experts, k, _ = shapes[0]

@@ -286,6 +286,8 @@ def test_chunked_loss_equals_full_loss():
     torch.testing.assert_close(chunked.loss, full.loss, **TOL)
     with pytest.raises(ValueError, match="not both"):
         ours(ids, targets, labels=ids)
+    with pytest.raises(ValueError, match="logits_to_keep"):
+        ours(ids, targets, logits_to_keep=1)
 
 
 def test_config_round_trips_through_transformers():
@@ -498,32 +500,75 @@ def test_save_pretrained_refuses_a_file_in_place_of_the_folder(tmp_path):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("vocab, tokens", [(97, 23), (4096, 600)])  # 600 rows: several CPU blocks
-def test_fused_cross_entropy_equals_chapter_9(dtype, vocab, tokens):
+def test_linear_cross_entropy_equals_lm_head_and_chapter_9(dtype, vocab, tokens):
     from tinyqwen.loss import cross_entropy
-    from tinyqwen.model import fused_cross_entropy
+    from tinyqwen.model import linear_cross_entropy
 
     g = torch.Generator().manual_seed(vocab + tokens)
-    logits = (3 * torch.randn(tokens, vocab, generator=g)).to(dtype)
+    hidden = torch.randn(tokens, 32, generator=g).to(dtype)
+    weight = (torch.randn(vocab, 32, generator=g) / 2).to(dtype)
     targets = torch.randint(0, vocab, (tokens,), generator=g)
     targets[::7] = -100  # ignored positions get no loss and no gradient
-    a = logits.clone().requires_grad_()
-    b = logits.clone().requires_grad_()
-    fused = fused_cross_entropy(a, targets)
-    reference = cross_entropy(b.float(), targets)  # what the model computed before
-    assert fused.dtype == torch.float32
-    torch.testing.assert_close(fused, reference)
-    (2.5 * fused).backward()
-    (2.5 * reference).backward()
-    assert a.grad.dtype == dtype
-    torch.testing.assert_close(a.grad, b.grad)
-    assert a.grad[::7].abs().max() == 0
+    probe = torch.randn(tokens, vocab, generator=g).to(dtype)  # a gradient reaching the logits too
+    leaves = [[t.clone().requires_grad_() for t in (hidden, weight)] for _ in range(2)]
+    (h1, w1), (h2, w2) = leaves
+    logits, loss = linear_cross_entropy(h1, w1, targets)
+    ref_logits = h2 @ w2.T
+    ref_loss = cross_entropy(ref_logits.float(), targets)  # what the model computed before
+    assert loss.dtype == torch.float32 and logits.dtype == dtype
+    torch.testing.assert_close(logits, ref_logits)
+    torch.testing.assert_close(loss, ref_loss)
+    (2.5 * loss + (logits * probe).sum()).backward()
+    (2.5 * ref_loss + (ref_logits * probe).sum()).backward()
+    # the weight's gradient sums over tokens block by block: another order of additions (and in
+    # bfloat16 one rounding per block), so the tolerance is relative to the gradient's size
+    eps = torch.finfo(dtype).eps
+    for mine, ref in ((h1, h2), (w1, w2)):
+        assert mine.grad.dtype == dtype
+        scale = ref.grad.float().abs().max().item()
+        torch.testing.assert_close(mine.grad, ref.grad, atol=8 * eps * scale, rtol=0)
+    # only the loss, only the logits: a gradient that does not arrive is not needed
+    h, w = hidden.float().requires_grad_(), weight.float().requires_grad_()
+    linear_cross_entropy(h, w, targets)[1].backward()
+    assert h.grad[::7].abs().max() == 0  # ignored rows
+    h.grad = None
+    linear_cross_entropy(h, w, targets)[0].sum().backward()
+    torch.testing.assert_close(h.grad, w.detach().sum(0).expand(tokens, -1), atol=1e-4, rtol=1e-4)
     # batch-shaped inputs, and what chapter 9 refuses this refuses too
-    shaped = fused_cross_entropy(logits.float()[:20].view(4, 5, vocab), targets[:20].view(4, 5))
-    torch.testing.assert_close(shaped, cross_entropy(logits.float()[:20], targets[:20]))
+    shaped_logits, shaped = linear_cross_entropy(
+        hidden.float()[:20].view(4, 5, 32), weight.float(), targets[:20].view(4, 5)
+    )
+    assert shaped_logits.shape == (4, 5, vocab)
+    torch.testing.assert_close(
+        shaped, cross_entropy(hidden.float()[:20] @ weight.float().T, targets[:20])
+    )
     with pytest.raises(ValueError, match="outside the vocabulary"):
-        fused_cross_entropy(logits, torch.full((tokens,), vocab))
+        linear_cross_entropy(hidden, weight, torch.full((tokens,), vocab))
     with pytest.raises(ValueError, match="targets shape"):
-        fused_cross_entropy(logits, targets[:-1])
+        linear_cross_entropy(hidden, weight, targets[:-1])
+
+
+def test_linear_cross_entropy_under_autocast():
+    """Under CPU autocast the logits come out in bfloat16, as from nn.Linear, and so do the matmuls' gradients."""
+    from tinyqwen.loss import cross_entropy
+    from tinyqwen.model import linear_cross_entropy
+
+    g = torch.Generator().manual_seed(5)
+    hidden, weight = torch.randn(300, 32, generator=g), torch.randn(4096, 32, generator=g) / 2
+    targets = torch.randint(0, 4096, (300,), generator=g)
+    (h1, w1), (h2, w2) = [[t.clone().requires_grad_() for t in (hidden, weight)] for _ in range(2)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, loss = linear_cross_entropy(h1, w1, targets)
+        ref_logits = torch.nn.functional.linear(h2, w2)
+        ref_loss = cross_entropy(ref_logits.float(), targets)
+    assert logits.dtype == ref_logits.dtype == torch.bfloat16
+    torch.testing.assert_close(loss, ref_loss)
+    loss.backward()
+    ref_loss.backward()
+    assert (h1.grad.dtype, w1.grad.dtype) == (torch.float32, torch.float32)
+    bf16 = dict(atol=1e-3, rtol=2e-2)  # products rounded to bfloat16 on both sides
+    torch.testing.assert_close(h1.grad, h2.grad, **bf16)
+    torch.testing.assert_close(w1.grad, w2.grad, **bf16)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -561,7 +606,7 @@ def test_shared_kv_attention_equals_chapter_3(seed):
 
 
 def test_training_step_gradients_match_transformers_dense(tmp_path):
-    """The fused loss and shared-kv attention inside the whole model, against transformers."""
+    """The fused head and loss and the shared-kv attention inside the whole model, against transformers."""
     kw = DENSE["gqa-tied"]
     hf = hf_model(kw, seed=28).train()
     hf.save_pretrained(tmp_path)

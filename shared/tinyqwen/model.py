@@ -32,9 +32,9 @@ from .rope import rope_cos_sin, rope_inv_freq
 
 # %% auto #0
 __all__ = ['PRESETS', 'Qwen3Config', 'parameter_counts', 'SharedKVAttention', 'Qwen3DecoderLayer', 'rope_frequencies',
-           'Qwen3Model', 'CausalLMOutput', 'top_k_filter', 'top_p_filter', 'sample_next_token', 'FusedCrossEntropy',
-           'fused_cross_entropy', 'Qwen3ForCausalLM', 'load_safetensors_dir', 'save_safetensors_dir', 'load_pretrained',
-           'save_pretrained']
+           'Qwen3Model', 'CausalLMOutput', 'top_k_filter', 'top_p_filter', 'sample_next_token', 'LinearCrossEntropy',
+           'linear_cross_entropy', 'Qwen3ForCausalLM', 'load_safetensors_dir', 'save_safetensors_dir',
+           'load_pretrained', 'save_pretrained']
 
 # %% ../../notebooks/11_assemble_and_train.ipynb #c012
 def _check_positive_int(name: str, value) -> None:
@@ -496,57 +496,72 @@ def sample_next_token(
     return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(-1)
 
 # %% ../../notebooks/11_assemble_and_train.ipynb #c024b
-def _block_rows(logits: torch.Tensor) -> int:
-    """Rows per block: ~1M logits (4 MB in float32) on a CPU, where a block then stays in cache
-    and reuses freed memory instead of fresh pages; all rows at once on an accelerator."""
-    return max(1, 2**20 // logits.shape[-1] if logits.device.type == "cpu" else len(logits))
+def _block_rows(vocab_size: int, device: torch.device) -> int:
+    """Rows per block: ~1M logits (4 MB in float32) on a CPU, which then stay in cache and reuse
+    freed memory instead of fresh pages; ~16M (64 MB) on an accelerator, to bound the memory."""
+    return max(1, (2**20 if device.type == "cpu" else 2**24) // vocab_size)
 
 
-class FusedCrossEntropy(torch.autograd.Function):
-    """Mean cross-entropy of logits (tokens, vocab) and targets (tokens,), as one autograd node.
+class LinearCrossEntropy(torch.autograd.Function):
+    """logits = hidden @ weight.T and their mean cross-entropy with targets, as one autograd node.
 
-    Forward saves the log-normaliser lse (tokens,); backward writes
-    (softmax - one_hot) * grad / n_counted into one tensor like the logits, block by block, in
-    float32 (cast to the logits' dtype). Rows whose target is ignore_index get no gradient.
+    hidden: (tokens, hidden_size); weight: (vocab, hidden_size); targets: (tokens,) ids or
+    ignore_index. Returns (logits (tokens, vocab), loss); the logits are in autocast's dtype
+    when autocast is on, the loss in float32. Backward forms (softmax - one_hot) * grad /
+    n_counted, plus any gradient of the logits themselves, a block of rows at a time.
     """
 
     @staticmethod
-    def forward(ctx, logits, targets, ignore_index):
+    def forward(ctx, hidden, weight, targets, ignore_index):
+        logits = hidden @ weight.T  # (tokens, vocab); autocast applies here as in nn.Linear
         counted = targets != ignore_index  # (tokens,)
         safe = torch.where(counted, targets, 0)  # any valid id where the row is ignored
-        rows = _block_rows(logits)
+        rows = _block_rows(logits.shape[-1], logits.device)
         lse = torch.cat([block.float().logsumexp(dim=-1) for block in logits.split(rows)])
         picked = logits.gather(1, safe[:, None]).squeeze(1).float()  # logit of the right token
         n_counted = counted.sum()
-        ctx.save_for_backward(logits, safe, counted, lse, n_counted)
+        ctx.save_for_backward(hidden, weight, logits, safe, counted, lse, n_counted)
         ctx.rows = rows
-        return torch.where(counted, lse - picked, 0.0).sum() / n_counted
+        ctx.set_materialize_grads(False)  # a gradient that did not arrive stays None
+        return logits, torch.where(counted, lse - picked, 0.0).sum() / n_counted
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_loss):
-        logits, safe, counted, lse, n_counted = ctx.saved_tensors
-        scale = (counted * (grad_loss / n_counted))[:, None]  # (tokens, 1), 0 for ignored rows
-        grad = torch.empty_like(logits)
-        in_place = grad.dtype == torch.float32  # else each block is computed in float32, then cast
+    def backward(ctx, grad_logits, grad_loss):
+        hidden, weight, logits, safe, counted, lse, n_counted = ctx.saved_tensors
+        h, w = hidden.to(logits.dtype), weight.to(logits.dtype)  # the forward's matmul dtype
+        grad_h = torch.empty_like(h)
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+        scale = None if grad_loss is None else (counted * (grad_loss / n_counted))[:, None]
         for start in range(0, len(logits), ctx.rows):
             r = slice(start, start + ctx.rows)
-            p = grad[r] if in_place else torch.empty_like(logits[r], dtype=torch.float32)
-            torch.sub(logits[r], lse[r, None], out=p).exp_().mul_(scale[r])  # softmax * scale
-            p.scatter_add_(1, safe[r, None], -scale[r])  # minus the one-hot target
-            if not in_place:
-                grad[r] = p
-        return grad, None, None
+            g = torch.zeros_like(logits[r], dtype=torch.float32)  # d loss / d logits of these rows
+            if scale is not None:
+                torch.sub(logits[r], lse[r, None], out=g).exp_().mul_(scale[r])  # softmax * scale
+                g.scatter_add_(1, safe[r, None], -scale[r])  # minus the one-hot target
+            if grad_logits is not None:
+                g += grad_logits[r]
+            g = g.to(logits.dtype)
+            torch.mm(g, w, out=grad_h[r])
+            if g.dtype == grad_w.dtype:
+                grad_w.addmm_(g.T, h[r])  # accumulate in place
+            else:
+                grad_w += g.T @ h[r]  # a low-precision product, summed in float32
+        return grad_h.to(hidden.dtype), grad_w.to(weight.dtype), None, None
 
+# %% ../../notebooks/11_assemble_and_train.ipynb #c024c
+def linear_cross_entropy(hidden, weight, targets, ignore_index: int = -100):
+    """(hidden @ weight.T, chapter 9's cross_entropy of it) computed by `LinearCrossEntropy`.
 
-def fused_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100):
-    """Chapter 9's `cross_entropy(logits, targets)` (mean over counted positions), computed by
-    `FusedCrossEntropy`. logits: (..., vocab), any float dtype; targets: (...) -> float32 scalar."""
-    if tuple(targets.shape) != tuple(logits.shape[:-1]):
-        raise ValueError(f"targets shape {tuple(targets.shape)} must equal logits shape {tuple(logits.shape)} without its last dimension")
-    _check_targets(targets, logits.shape[-1], ignore_index)
-    flat = logits.reshape(-1, logits.shape[-1])
-    return FusedCrossEntropy.apply(flat, targets.reshape(-1).long(), ignore_index)
+    hidden: (..., hidden_size); weight: (vocab, hidden_size); targets: (...) ids or ignore_index.
+    Returns logits (..., vocab) and the mean loss over counted positions (float32 scalar).
+    """
+    if tuple(targets.shape) != tuple(hidden.shape[:-1]):
+        raise ValueError(f"targets shape {tuple(targets.shape)} must equal hidden shape {tuple(hidden.shape)} without its last dimension")
+    _check_targets(targets, weight.shape[0], ignore_index)
+    flat = hidden.reshape(-1, hidden.shape[-1])
+    logits, loss = LinearCrossEntropy.apply(flat, weight, targets.reshape(-1).long(), ignore_index)
+    return logits.view(*hidden.shape[:-1], -1), loss
 
 # %% ../../notebooks/11_assemble_and_train.ipynb #c026
 class Qwen3ForCausalLM(nn.Module):
@@ -614,8 +629,8 @@ def forward(
     targets: (batch, seq), the token that follows each input position (chapter 7's batches);
     labels: (batch, seq) in Hugging Face's convention (a copy of input_ids, shifted here).
     Positions equal to -100 are ignored. logits_to_keep=n keeps only the last n positions'
-    logits (generation needs 1). return_logits=False with targets computes the loss in
-    chunks (chapter 9) without ever holding all (batch, seq, vocab) logits.
+    logits (generation needs 1; not with targets). return_logits=False with targets computes
+    the loss in chunks (chapter 9) without ever holding all (batch, seq, vocab) logits.
     """
     if input_ids.ndim != 2:
         raise ValueError(f"input_ids must be (batch, seq), got shape {tuple(input_ids.shape)}")
@@ -624,9 +639,9 @@ def forward(
     if labels is not None:
         targets = F.pad(labels[:, 1:], (0, 1), value=-100)
     if targets is not None and targets.shape != input_ids.shape:
-        raise ValueError(
-            f"targets shape {tuple(targets.shape)} differs from input_ids {tuple(input_ids.shape)}"
-        )
+        raise ValueError(f"targets shape {tuple(targets.shape)} differs from input_ids {tuple(input_ids.shape)}")
+    if targets is not None and logits_to_keep:
+        raise ValueError("logits_to_keep is for generation; with targets every position's logits are needed")
     hidden, router_logits = self.model(
         input_ids, kv_cache=kv_cache, attn_mask=attn_mask, position_ids=position_ids
     )
@@ -635,11 +650,10 @@ def forward(
         loss = chunked_cross_entropy(
             hidden.flatten(0, 1), self.lm_head.weight, targets.flatten()
         )
+    elif targets is not None:  # lm_head and chapter 9's cross_entropy in one node (tested equal)
+        logits, loss = linear_cross_entropy(hidden, self.lm_head.weight, targets)
     else:
         logits = self.lm_head(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
-        if targets is not None:
-            # chapter 9's cross_entropy, fused (the tests compare the two)
-            loss = fused_cross_entropy(logits, targets)
     if router_logits:
         aux_loss = load_balancing_loss(
             tuple(router_logits), self.config.num_experts, self.config.num_experts_per_tok
