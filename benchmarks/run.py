@@ -122,7 +122,17 @@ def main(argv=None) -> int:
             k: result[k] for k in ("date", "command", "quick", "machine")
         } | {"seconds": result["seconds"][name]}
     if previous:  # a partial run: keep the rows and provenance of the modules it did not run
-        kept = [r for r in previous.get("rows", []) if r.get("module") not in names]
+        # rows from before modules were named keep the provenance of the run that made them
+        legacy = f"unnamed ({previous.get('date', 'unknown date')})"
+        kept = [
+            r if "module" in r else {**r, "module": legacy}
+            for r in previous.get("rows", [])
+            if r.get("module") not in names
+        ]
+        if any(r["module"] == legacy for r in kept):
+            previous.setdefault("modules", {})[legacy] = {
+                k: previous.get(k) for k in ("date", "command", "quick", "machine")
+            }
         result["rows"] = kept + result["rows"]
         for name, meta in previous.get("modules", {}).items():
             result["modules"].setdefault(name, meta)
