@@ -230,75 +230,59 @@ def restore_state(state, model, optimizer):
 """,
         },
     },
-    "ch11t-ex4-fit-gpu": {
+    "ch11t-ex4-bigram": {
         "wrapper": """
-def fit_to_gpu(name, memory_gb, token_budget, autocast_dtype):
-    from tinyqwen.train import train_config
+def bigram_entropy(tokens):
+    from tinyqwen.train import unigram_entropy
 
-    tc = train_config(name)
-    sequences = tc.batch_size * tc.grad_accum
-    for micro in range(sequences, 0, -1):
-        if sequences % micro == 0:
-            plan = preset_plan(name, "T4")
-            return {"micro_batch": micro, "grad_accum": sequences // micro,
-                    "max_steps": math.ceil(token_budget / plan["tokens_per_step"])}
+    ids = torch.as_tensor(tokens).long()
+    width = int(ids.max()) + 1
+    pairs = (ids[:-1] * width + ids[1:]).numpy()
+    return unigram_entropy(pairs) - unigram_entropy(ids[:-1].numpy())
 """,
         "wrong": {
-            "steps rounded down": """
-def fit_to_gpu(name, memory_gb, token_budget, autocast_dtype):
-    from tinyqwen.accel import training_memory
-    from tinyqwen.train import TRAIN_PRESETS
-
-    p = TRAIN_PRESETS[name]
-    model, n = Qwen3Config.preset(p["preset"]), p["batch_size"] * p.get("grad_accum", 1)
-    loss = "chunked" if p.get("chunked_loss") else "logits"
-    for micro in range(n, 0, -1):
-        if n % micro == 0 and training_memory(model, micro, p["seq_len"], "adamw", autocast_dtype=autocast_dtype,
-                                              loss=loss)["total"] <= 0.8e9 * memory_gb:
-            return {"micro_batch": micro, "grad_accum": n // micro, "max_steps": int(token_budget) // (n * p["seq_len"])}
-    raise ValueError(f"nothing fits memory_gb={memory_gb}")
+            "the joint entropy of the pairs": """
+def bigram_entropy(tokens):
+    ids = torch.as_tensor(tokens).long()
+    width = int(ids.max()) + 1
+    counts = torch.bincount(ids[:-1] * width + ids[1:]).double()
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * p.log()).sum())
 """,
-            "no headroom (the whole memory)": """
-def fit_to_gpu(name, memory_gb, token_budget, autocast_dtype):
-    from tinyqwen.accel import training_memory
-    from tinyqwen.train import TRAIN_PRESETS
-
-    p = TRAIN_PRESETS[name]
-    model, n = Qwen3Config.preset(p["preset"]), p["batch_size"] * p.get("grad_accum", 1)
-    loss = "chunked" if p.get("chunked_loss") else "logits"
-    for micro in range(n, 0, -1):
-        if n % micro == 0 and training_memory(model, micro, p["seq_len"], "adamw", autocast_dtype=autocast_dtype,
-                                              loss=loss)["total"] <= 1e9 * memory_gb:
-            return {"micro_batch": micro, "grad_accum": n // micro, "max_steps": math.ceil(token_budget / (n * p["seq_len"]))}
-    raise ValueError(f"nothing fits memory_gb={memory_gb}")
+            "the unigram entropy of the next tokens": """
+def bigram_entropy(tokens):
+    ids = torch.as_tensor(tokens).long()
+    counts = torch.bincount(ids[1:]).double()
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * p.log()).sum())
 """,
-            "a micro-batch that does not divide the global batch": """
-def fit_to_gpu(name, memory_gb, token_budget, autocast_dtype):
-    from tinyqwen.accel import training_memory
-    from tinyqwen.train import TRAIN_PRESETS
-
-    p = TRAIN_PRESETS[name]
-    model, n = Qwen3Config.preset(p["preset"]), p["batch_size"] * p.get("grad_accum", 1)
-    loss = "chunked" if p.get("chunked_loss") else "logits"
-    for micro in range(n, 0, -1):
-        if training_memory(model, micro, p["seq_len"], "adamw", autocast_dtype=autocast_dtype,
-                           loss=loss)["total"] <= 0.8e9 * memory_gb:
-            return {"micro_batch": micro, "grad_accum": math.ceil(n / micro),
-                    "max_steps": math.ceil(token_budget / (n * p["seq_len"]))}
-    raise ValueError(f"nothing fits memory_gb={memory_gb}")
+            "bits, not nats": """
+def bigram_entropy(tokens):
+    ids = torch.as_tensor(tokens).long()
+    width = int(ids.max()) + 1
+    joint = torch.bincount(ids[:-1] * width + ids[1:], minlength=width * width).double().view(width, width)
+    rows = joint.sum(dim=1, keepdim=True).expand_as(joint)
+    seen = joint > 0
+    return float(-(joint[seen] * (joint[seen] / rows[seen]).log2()).sum() / (len(ids) - 1))
 """,
-            "the default loss for every preset": """
-def fit_to_gpu(name, memory_gb, token_budget, autocast_dtype):
-    from tinyqwen.accel import training_memory
-    from tinyqwen.train import TRAIN_PRESETS
-
-    p = TRAIN_PRESETS[name]
-    model, n = Qwen3Config.preset(p["preset"]), p["batch_size"] * p.get("grad_accum", 1)
-    for micro in range(n, 0, -1):
-        if n % micro == 0 and training_memory(model, micro, p["seq_len"], "adamw",
-                                              autocast_dtype=autocast_dtype)["total"] <= 0.8e9 * memory_gb:
-            return {"micro_batch": micro, "grad_accum": n // micro, "max_steps": math.ceil(token_budget / (n * p["seq_len"]))}
-    raise ValueError(f"nothing fits memory_gb={memory_gb}")
+            "pairs wrap around from the last token to the first": """
+def bigram_entropy(tokens):
+    ids = torch.as_tensor(tokens).long()
+    prev, nxt = ids, torch.roll(ids, -1)
+    width = int(ids.max()) + 1
+    joint = torch.bincount(prev * width + nxt, minlength=width * width).double().view(width, width)
+    rows = joint.sum(dim=1, keepdim=True).expand_as(joint)
+    seen = joint > 0
+    return float(-(joint[seen] * (joint[seen] / rows[seen]).log()).sum() / len(ids))
+""",
+            "computed in float32": """
+def bigram_entropy(tokens):
+    ids = torch.as_tensor(tokens).long()
+    width = int(ids.max()) + 1
+    joint = torch.bincount(ids[:-1] * width + ids[1:], minlength=width * width).float().view(width, width)
+    rows = joint.sum(dim=1, keepdim=True).expand_as(joint)
+    seen = joint > 0
+    return float(-(joint[seen] * (joint[seen] / rows[seen]).log()).sum() / (len(ids) - 1))
 """,
         },
     },
