@@ -535,12 +535,13 @@ class LinearCrossEntropy(torch.autograd.Function):
         scale = None if grad_loss is None else (counted * (grad_loss / n_counted))[:, None]
         for start in range(0, len(logits), ctx.rows):
             r = slice(start, start + ctx.rows)
-            g = torch.zeros_like(logits[r], dtype=torch.float32)  # d loss / d logits of these rows
-            if scale is not None:
-                torch.sub(logits[r], lse[r, None], out=g).exp_().mul_(scale[r])  # softmax * scale
+            if scale is None:  # only the logits were used
+                g = grad_logits[r].float()
+            else:  # d loss / d logits of these rows, in float32
+                g = (logits[r] - lse[r, None]).exp_().mul_(scale[r])  # softmax * scale
                 g.scatter_add_(1, safe[r, None], -scale[r])  # minus the one-hot target
-            if grad_logits is not None:
-                g += grad_logits[r]
+                if grad_logits is not None:
+                    g += grad_logits[r]
             g = g.to(logits.dtype)
             torch.mm(g, w, out=grad_h[r])
             if g.dtype == grad_w.dtype:
