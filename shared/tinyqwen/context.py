@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import torch
+from fastcore.basics import patch
 
 from .attention import causal_mask
 from .rope import rope_inv_freq
@@ -79,42 +80,6 @@ class KVCache:
         self._check_layer(layer_idx)
         return self._lengths[layer_idx]
 
-    def update(self, k: torch.Tensor, v: torch.Tensor, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Append k, v: (batch, kv_heads, new, head_dim); return all keys and values of the layer,
-        each (batch, kv_heads, cached + new, head_dim)."""
-        self._check_layer(layer_idx)
-        if k.ndim != 4 or k.shape != v.shape:
-            raise ValueError(
-                f"k and v must both be (batch, kv_heads, seq, head_dim), got {tuple(k.shape)} and {tuple(v.shape)}"
-            )
-        old = self.keys[layer_idx]
-        if old is not None and (old.shape[:2] != k.shape[:2] or old.shape[3] != k.shape[3]):
-            raise ValueError(
-                f"layer {layer_idx} caches (batch, kv_heads, _, head_dim) = "
-                f"{(old.shape[0], old.shape[1], '_', old.shape[3])}, got new keys of shape {tuple(k.shape)}"
-            )
-        start, end = self._lengths[layer_idx], self._lengths[layer_idx] + k.shape[2]
-        if self.max_seq_len is None:
-            if old is None:
-                self.keys[layer_idx], self.values[layer_idx] = k, v
-            else:
-                self.keys[layer_idx] = torch.cat([old, k], dim=2)
-                self.values[layer_idx] = torch.cat([self.values[layer_idx], v], dim=2)
-            self._lengths[layer_idx] = end
-            return self.keys[layer_idx], self.values[layer_idx]
-        if end > self.max_seq_len:
-            raise ValueError(
-                f"layer {layer_idx}: {start} cached + {k.shape[2]} new positions exceed max_seq_len={self.max_seq_len}"
-            )
-        if old is None:
-            shape = (k.shape[0], k.shape[1], self.max_seq_len, k.shape[3])
-            self.keys[layer_idx] = k.new_empty(shape)
-            self.values[layer_idx] = v.new_empty(shape)
-        self.keys[layer_idx][:, :, start:end] = k
-        self.values[layer_idx][:, :, start:end] = v
-        self._lengths[layer_idx] = end
-        return self.keys[layer_idx][:, :, :end], self.values[layer_idx][:, :, :end]
-
     def memory_bytes(self) -> int:
         """Bytes held by the stored keys and values (allocated capacity when preallocated)."""
         return sum(t.numel() * t.element_size() for t in self.keys + self.values if t is not None)
@@ -126,6 +91,44 @@ class KVCache:
     def __repr__(self) -> str:
         mode = "growing" if self.max_seq_len is None else f"max_seq_len={self.max_seq_len}"
         return f"KVCache(num_layers={self.num_layers}, {mode}, lengths={self._lengths})"
+
+# %% ../../notebooks/10_context_window.ipynb #c010d
+@patch
+def update(self: KVCache, k: torch.Tensor, v: torch.Tensor, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Append k, v: (batch, kv_heads, new, head_dim); return all keys and values of the layer,
+    each (batch, kv_heads, cached + new, head_dim)."""
+    self._check_layer(layer_idx)
+    if k.ndim != 4 or k.shape != v.shape:
+        raise ValueError(
+            f"k and v must both be (batch, kv_heads, seq, head_dim), got {tuple(k.shape)} and {tuple(v.shape)}"
+        )
+    old = self.keys[layer_idx]
+    if old is not None and (old.shape[:2] != k.shape[:2] or old.shape[3] != k.shape[3]):
+        raise ValueError(
+            f"layer {layer_idx} caches (batch, kv_heads, _, head_dim) = "
+            f"{(old.shape[0], old.shape[1], '_', old.shape[3])}, got new keys of shape {tuple(k.shape)}"
+        )
+    start, end = self._lengths[layer_idx], self._lengths[layer_idx] + k.shape[2]
+    if self.max_seq_len is None:
+        if old is None:
+            self.keys[layer_idx], self.values[layer_idx] = k, v
+        else:
+            self.keys[layer_idx] = torch.cat([old, k], dim=2)
+            self.values[layer_idx] = torch.cat([self.values[layer_idx], v], dim=2)
+        self._lengths[layer_idx] = end
+        return self.keys[layer_idx], self.values[layer_idx]
+    if end > self.max_seq_len:
+        raise ValueError(
+            f"layer {layer_idx}: {start} cached + {k.shape[2]} new positions exceed max_seq_len={self.max_seq_len}"
+        )
+    if old is None:
+        shape = (k.shape[0], k.shape[1], self.max_seq_len, k.shape[3])
+        self.keys[layer_idx] = k.new_empty(shape)
+        self.values[layer_idx] = v.new_empty(shape)
+    self.keys[layer_idx][:, :, start:end] = k
+    self.values[layer_idx][:, :, start:end] = v
+    self._lengths[layer_idx] = end
+    return self.keys[layer_idx][:, :, :end], self.values[layer_idx][:, :, :end]
 
 # %% ../../notebooks/10_context_window.ipynb #c012
 def sliding_window_mask(q_len: int, window: int, k_len: int | None = None, device=None) -> torch.Tensor:
@@ -209,7 +212,7 @@ def ntk_scaled_inv_freq(head_dim: int, factor: float, theta: float = 1_000_000.0
         raise ValueError(f"head_dim must be an int >= 4 for NTK scaling, got {head_dim!r}")
     return rope_inv_freq(head_dim, theta * factor ** (head_dim / (head_dim - 2)))
 
-
+# %% ../../notebooks/10_context_window.ipynb #c014d
 def yarn_inv_freq(
     head_dim: int,
     factor: float,
