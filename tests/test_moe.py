@@ -386,3 +386,11 @@ def test_experts_implementation_choice_and_fallback():
     with pytest.raises(ValueError, match="experts_implementation"):
         MoE(32, 16, 4, 2, experts_implementation="fast")
     assert not grouped_mm_supported("cpu", torch.float64, 16)
+
+
+@needs_grouped_mm
+def test_grouped_mm_under_torch_compile_takes_bfloat16_only(monkeypatch):
+    """The compiler's grouped_mm accepts bfloat16 only; float32 then falls back to the loop."""
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert not grouped_mm_supported("cpu", torch.float32, 16)
+    assert grouped_mm_supported("cpu", torch.bfloat16, 16)

@@ -95,11 +95,11 @@ def grouped_mm_supported(device, dtype: torch.dtype, *sizes: int) -> bool:
     """Can `torch.nn.functional.grouped_mm` (PyTorch >= 2.10) multiply experts of these sizes here?
 
     CPUs: float32, bfloat16, float16. NVIDIA GPUs: bfloat16 on compute capability >= 8.0.
-    The kernel also needs every matrix row to span a multiple of 16 bytes: each of `sizes`
-    (hidden_size, moe_intermediate_size) times the dtype's size.
+    Under torch.compile: bfloat16 only. The kernel also needs every matrix row to span a
+    multiple of 16 bytes: each of `sizes` (hidden_size, moe_intermediate_size) times the dtype's size.
     """
     device = torch.device(device)
-    if not hasattr(F, "grouped_mm"):
+    if not hasattr(F, "grouped_mm") or (torch.compiler.is_compiling() and dtype != torch.bfloat16):
         return False
     if device.type == "cuda":
         ok = dtype == torch.bfloat16 and torch.cuda.get_device_capability(device) >= (8, 0)
