@@ -167,7 +167,25 @@ def notebook_problems(nb, name: str, repo_url: str, branch: str) -> list[str]:
         for line in lines
     ]
     problems += [f"prose quotes a number no cell produced: {hit}" for hit in unsourced_numbers(nb)]
+    problems += broken_display_math(nb)
     return problems
+
+
+def broken_display_math(nb) -> list[str]:
+    """Lines inside a $$ ... $$ block that Markdown reads as a list item ('+ x', '- x', '1. x'):
+    the formula is then cut in two and shows as raw TeX."""
+    out = []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "markdown":
+            continue
+        inside = False
+        for line in cell.source.splitlines():
+            if inside and re.match(r"^\s*([-+*]|\d+[.)])\s", line):
+                out.append(
+                    f"cell {i}: a line of display math starts like a list item: {line.strip()[:50]!r}"
+                )
+            inside ^= line.count("$$") % 2 == 1
+    return out
 
 
 def cell_size_problems(nb) -> list[str]:
