@@ -141,3 +141,17 @@ def test_assert_close_names_what_is_wrong():
     with pytest.raises(AssertionError, match="expected a int"):
         assert_equal(3.0, 3)
     assert_equal(torch.tensor([1, 2]), torch.tensor([1, 2]))
+
+
+def test_copying_or_pickling_a_model_is_not_tampering():
+    import copy
+    import pickle
+
+    from tinyqwen.model import Qwen3Config, Qwen3ForCausalLM
+
+    class Fresh(torch.nn.Module):  # never copied before: Python caches __slotnames__ on first copy
+        pass
+
+    model = Qwen3ForCausalLM(Qwen3Config.preset("ci"))
+    assert learner_call(lambda: len(pickle.dumps(copy.deepcopy(model))) > 0)
+    assert learner_call(lambda: copy.deepcopy(Fresh()) is not None)

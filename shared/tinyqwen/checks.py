@@ -382,7 +382,7 @@ class _Snapshot:
                     live[key] = before[key]
         for cls, before in self.classes.items():
             now = vars(cls)
-            for key in set(now) | set(before):
+            for key in (set(now) | set(before)) - _CLASS_CACHES:
                 if now.get(key, _MISSING) is not before.get(key, _MISSING):
                     found.append(f"changed {cls.__module__}.{cls.__qualname__}.{key}")
                     try:
@@ -428,6 +428,9 @@ class _Snapshot:
 
 
 _MISSING = object()
+# Entries Python itself adds to a class the first time it is used in some way (copy/pickle cache
+# the slot names): not a change to how the checks run.
+_CLASS_CACHES = {"__slotnames__"}
 
 
 # --------------------------------------------------------------------------------------------
