@@ -69,6 +69,7 @@ def test_the_command_streams_the_greedy_text_of_the_final_model(run):
     assert out.returncode == 0, out.stderr
     expected = _greedy(run / "final", run / "final" / "tokenizer.json", "Once upon a time", 24)
     assert out.stdout.rstrip("\n") == expected.split("<|endoftext|>")[0]
+    assert "<|endoftext|>" not in out.stdout
 
 
 def test_a_checkpoint_folder_and_a_run_still_training_resolve(run):
@@ -110,6 +111,7 @@ def test_a_wrong_path_is_a_clear_error(tmp_path):
 def test_transformers_pipeline_writes_the_same_greedy_text(run):
     transformers = pytest.importorskip("transformers")
     pipe = transformers.pipeline("text-generation", model=str(run / "final"), device="cpu")
+    assert pipe.model.config.eos_token_id == pipe.tokenizer.eos_token_id, "stories end in both models"
     theirs = pipe("Once upon a time", max_new_tokens=16, do_sample=False, return_full_text=True)[0][
         "generated_text"
     ]

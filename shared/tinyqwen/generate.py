@@ -67,6 +67,8 @@ def stream(
     out.write(prompt)
 
     def emit(token: torch.Tensor) -> None:
+        if int(token[0]) == tokenizer.eot_id:  # the story ends here: nothing to print
+            return
         text = decoder.decode(tokenizer.decode_bytes([int(token[0])]))
         pieces.append(text)
         out.write(text)

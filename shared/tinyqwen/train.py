@@ -186,14 +186,16 @@ def prepare_data(cfg: TrainConfig, vocab_size: int, *, is_main: bool = True) -> 
 
     The run's own folder (`out_dir/data`) is rebuilt when the settings changed; a folder you
     named with `data_dir` is never overwritten: a mismatch is refused with the differences.
-    Both splits must hold at least one batch, or preparing fails before any training step.
+    The training split must hold a batch and the validation split `eval_batches` of them, or
+    preparing fails before any training step.
     Processes other than rank 0 only check that the folder is ready.
     """
     data_dir = Path(cfg.data_dir or Path(cfg.out_dir) / "data")
     one_batch = cfg.batch_size * cfg.seq_len + 1  # tokens for batch_size windows of seq_len + 1
     prepare_corpus(cfg.data, cfg.n_docs, out_dir=data_dir, vocab_size=vocab_size,
                    tokenizer_docs=cfg.tokenizer_docs, seed=cfg.seed, min_train_tokens=one_batch,
-                   min_val_tokens=one_batch, on_mismatch="refuse" if cfg.data_dir else "rebuild",
+                   min_val_tokens=cfg.eval_batches * (one_batch - 1) + 1,  # evaluations see distinct windows
+                   on_mismatch="refuse" if cfg.data_dir else "rebuild",
                    must_exist=not is_main, progress=cfg.progress and is_main)
     return data_dir
 
@@ -619,15 +621,18 @@ def _build(cfg: TrainConfig, rank: int, world: int, device: torch.device, data_d
     tokenizer = BPETokenizer.load(data_dir / "tokenizer.json")
     meta = json.loads((data_dir / "meta.json").read_text())
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-    model = Qwen3ForCausalLM(cfg.model_config(tokenizer.vocab_size)).to(device)
+    # the story separator ends generation, here and in transformers (it is saved in config.json)
+    model_cfg = dataclasses.replace(cfg.model_config(tokenizer.vocab_size), eos_token_id=tokenizer.eot_id)
+    model = Qwen3ForCausalLM(model_cfg).to(device)
     optimizer = build_optimizer(model, cfg.optimizer, lr=cfg.lr, muon_lr=cfg.muon_lr, weight_decay=cfg.weight_decay)
     amp = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
     autocast, scaler = autocast_for(device, amp)
     train_data = TokenDataset(data_dir / "train.bin", cfg.seq_len, cfg.batch_size, seed=cfg.seed, device=device)
     val_windows = TokenDataset(data_dir / "val.bin", cfg.seq_len, cfg.batch_size, seed=cfg.seed + 1).n_windows
-    if val_windows < cfg.batch_size:  # found now, not at the first evaluation
-        raise ValueError(f"{data_dir / 'val.bin'} holds {val_windows} windows of {cfg.seq_len + 1} tokens, "
-                         f"fewer than batch_size={cfg.batch_size}: prepare more documents (n_docs)")
+    if val_windows < cfg.eval_batches * cfg.batch_size:  # found now, not at the first evaluation
+        raise ValueError(f"{data_dir / 'val.bin'} holds {val_windows} windows of {cfg.seq_len + 1} tokens, fewer than "
+                         f"eval_batches x batch_size = {cfg.eval_batches * cfg.batch_size}: prepare more documents "
+                         "(n_docs) or lower eval_batches")
     step_model = torch.compile(model) if cfg.compile else model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
