@@ -112,35 +112,36 @@ def grouped_mm_expert_forward(
     x: torch.Tensor,
     routing_weights: torch.Tensor,
     selected_experts: torch.Tensor,
-    gate_proj: torch.Tensor,
-    up_proj: torch.Tensor,
+    gate_up_proj: torch.Tensor,
     down_proj: torch.Tensor,
 ) -> torch.Tensor:
     """`grouped_expert_forward` with one grouped GEMM per projection instead of a loop over experts.
 
     x: (tokens, hidden); routing_weights, selected_experts: (tokens, k); the experts' weights
-    stacked: gate_proj, up_proj (num_experts, intermediate, hidden), down_proj (num_experts,
-    hidden, intermediate), all in x's dtype. Returns (tokens, hidden).
+    stacked as transformers 5 holds them: gate_up_proj (num_experts, 2*intermediate, hidden),
+    each expert's gate rows above its up rows; down_proj (num_experts, hidden, intermediate);
+    all in x's dtype. Returns (tokens, hidden).
     """
     tokens, k = selected_experts.shape
     flat_experts = selected_experts.reshape(-1)
     order = torch.argsort(flat_experts, stable=True)  # pairs sorted by expert, as before
-    counts = torch.bincount(flat_experts, minlength=gate_proj.shape[0])
+    counts = torch.bincount(flat_experts, minlength=gate_up_proj.shape[0])
     offs = counts.cumsum(0).to(torch.int32)  # offs[e]: the row where expert e's block ends
     grouped_x = x.index_select(0, order // k)  # (tokens*k, hidden)
-    gate = F.grouped_mm(grouped_x, gate_proj.mT, offs=offs)  # (tokens*k, intermediate)
-    up = F.grouped_mm(grouped_x, up_proj.mT, offs=offs)
+    gate, up = F.grouped_mm(grouped_x, gate_up_proj.mT, offs=offs).chunk(2, dim=-1)  # (tokens*k, inter) each
     h = F.silu(gate) * up * routing_weights.reshape(-1, 1)[order]
     grouped_y = F.grouped_mm(h, down_proj.mT, offs=offs)  # (tokens*k, hidden)
     pair_y = torch.empty_like(grouped_y).index_copy_(0, order, grouped_y)  # undo the sort
     return pair_y.view(tokens, k, -1).sum(dim=1)
 
 # %% ../../notebooks/05_mixture_of_experts.ipynb #c022c
-def stack_expert_weights(experts: Sequence[nn.Module], dtype: torch.dtype) -> list[torch.Tensor]:
-    """[gate_proj (E, I, H), up_proj (E, I, H), down_proj (E, H, I)]: the SwiGLU experts' weights
-    stacked for grouped GEMMs, in `dtype`. A copy per call; gradients flow back to each expert."""
-    projections = ("gate_proj", "up_proj", "down_proj")
-    return [torch.stack([getattr(e, p).weight for e in experts]).to(dtype) for p in projections]
+def stack_expert_weights(experts: Sequence[nn.Module], dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(gate_up_proj (E, 2I, H), down_proj (E, H, I)): the SwiGLU experts' weights stacked for
+    grouped GEMMs in transformers' fused layout, in `dtype`. A copy per call (one per forward);
+    gradients flow back to each expert's own parameters."""
+    gate_up = torch.stack([w for e in experts for w in (e.gate_proj.weight, e.up_proj.weight)])
+    down = torch.stack([e.down_proj.weight for e in experts])
+    return gate_up.view(len(experts), -1, gate_up.shape[-1]).to(dtype), down.to(dtype)
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
