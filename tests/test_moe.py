@@ -395,6 +395,26 @@ def test_experts_implementation_choice_and_fallback():
 
 
 @needs_grouped_mm
+def test_auto_picks_grouped_mm_for_many_busy_experts_on_a_cpu(monkeypatch):
+    """auto: the grouped kernels for a batch over 64+ experts; the loop for a token or few experts."""
+    import tinyqwen.moe as moe_module
+
+    calls = []
+    real = moe_module.grouped_mm_expert_forward
+
+    def counting(*args):
+        calls.append(len(args[0]))
+        return real(*args)
+
+    monkeypatch.setattr(moe_module, "grouped_mm_expert_forward", counting)
+    many, few = MoE(16, 8, 64, 2), MoE(16, 8, 8, 2)
+    many(torch.randn(40, 16))  # 80 routed rows for 64 experts
+    many(torch.randn(1, 16))  # one token decoding: 2 experts busy
+    few(torch.randn(40, 16))
+    assert calls == [40]
+
+
+@needs_grouped_mm
 def test_grouped_mm_under_torch_compile_takes_bfloat16_only(monkeypatch):
     """The compiler's grouped_mm accepts bfloat16 only; float32 then falls back to the loop."""
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)

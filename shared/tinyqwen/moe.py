@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
+from fastcore.basics import patch
 from torch import nn
 
 
@@ -127,12 +128,16 @@ def grouped_mm_expert_forward(
     order = torch.argsort(flat_experts, stable=True)  # pairs sorted by expert, as before
     counts = torch.bincount(flat_experts, minlength=gate_up_proj.shape[0])
     offs = counts.cumsum(0).to(torch.int32)  # offs[e]: the row where expert e's block ends
-    grouped_x = x.index_select(0, order // k)  # (tokens*k, hidden)
+    token_of_row = order // k
+    grouped_x = x.index_select(0, token_of_row)  # (tokens*k, hidden)
     gate, up = F.grouped_mm(grouped_x, gate_up_proj.mT, offs=offs).chunk(2, dim=-1)  # (tokens*k, inter) each
     h = F.silu(gate) * up * routing_weights.reshape(-1, 1)[order]
     grouped_y = F.grouped_mm(h, down_proj.mT, offs=offs)  # (tokens*k, hidden)
-    pair_y = torch.empty_like(grouped_y).index_copy_(0, order, grouped_y)  # undo the sort
-    return pair_y.view(tokens, k, -1).sum(dim=1)
+    if x.device.type == "cpu":  # a CPU's index_add_ adds in a fixed order: one pass, in float32
+        out = torch.zeros(tokens, grouped_y.shape[1], dtype=torch.float32, device=x.device)
+        return out.index_add_(0, token_of_row, grouped_y.float()).to(x.dtype)
+    pair_y = torch.empty_like(grouped_y).index_copy_(0, order, grouped_y)  # a GPU's would not:
+    return pair_y.view(tokens, k, -1).sum(dim=1)  # undo the sort and sum, as the loop does
 
 # %% ../../notebooks/05_mixture_of_experts.ipynb #c022c
 def stack_expert_weights(experts: Sequence[nn.Module], dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -208,7 +213,7 @@ class MoE(nn.Module):
     accepts recent transformers' fused ``experts.gate_up_proj`` / ``experts.down_proj``.
     experts_implementation: "loop" (`grouped_expert_forward`, the reference), "grouped_mm"
     (`grouped_mm_expert_forward`; ValueError where unsupported) or "auto" (grouped_mm where
-    `grouped_mm_supported`, else the loop).
+    `grouped_mm_supported` and worth it: see `_use_grouped_mm`; else the loop).
     """
 
     def __init__(
@@ -240,25 +245,36 @@ class MoE(nn.Module):
         flat = x.reshape(-1, self.hidden_size)
         router_logits, routing_weights, selected_experts = self.gate(flat)
         dtype = _compute_dtype(flat)
-        if self._use_grouped_mm(flat.device, dtype):
+        if self._use_grouped_mm(flat, dtype):
             weights = stack_expert_weights(self.experts, dtype)
             out = grouped_mm_expert_forward(flat.to(dtype), routing_weights.to(dtype), selected_experts, *weights)
         else:
             out = grouped_expert_forward(flat, routing_weights, selected_experts, self.experts)
         return out.to(x.dtype).view(x.shape), router_logits
 
-    def _use_grouped_mm(self, device, dtype) -> bool:
-        if self.experts_implementation == "loop":
-            return False
-        supported = grouped_mm_supported(device, dtype, self.hidden_size, self.experts[0].up_proj.out_features)
-        if self.experts_implementation == "grouped_mm" and not supported:
-            raise ValueError(f"torch.nn.functional.grouped_mm cannot run {dtype} experts of these sizes on {device}; use 'loop'")
-        return supported
-
     def _split_fused_experts(self, state_dict, prefix, *args):
         """load_state_dict pre-hook: replace fused expert tensors under ``prefix`` by per-expert ones."""
         fused = {k: state_dict.pop(k) for k in (prefix + "experts.gate_up_proj", prefix + "experts.down_proj") if k in state_dict}
         state_dict.update(unfuse_experts(fused))
+
+# %% ../../notebooks/05_mixture_of_experts.ipynb #c026a
+@patch
+def _use_grouped_mm(self: MoE, flat: torch.Tensor, dtype: torch.dtype) -> bool:
+    """Does forward run `grouped_mm_expert_forward` on flat (tokens, hidden) in dtype?
+
+    "loop": never; "grouped_mm": always (ValueError where unsupported); "auto": where supported
+    and worth its cost, as below.
+    """
+    if self.experts_implementation == "loop":
+        return False
+    supported = grouped_mm_supported(flat.device, dtype, self.hidden_size, self.experts[0].up_proj.out_features)
+    if self.experts_implementation == "grouped_mm" and not supported:
+        raise ValueError(f"torch.nn.functional.grouped_mm cannot run {dtype} experts of these sizes on {flat.device}; use 'loop'")
+    # "auto": stacking copies every expert's weights, worth it when most experts get rows; on a
+    # CPU grouped_mm is itself a loop of products, and beat ours only from ~64 experts (measured)
+    busy = len(flat) * self.gate.top_k >= len(self.experts)  # not for one-token decoding
+    many = flat.device.type != "cpu" or len(self.experts) >= 64
+    return supported and busy and many
 
 # %% ../../notebooks/05_mixture_of_experts.ipynb #c028
 def load_balancing_loss(
