@@ -39,12 +39,17 @@ def _train_step(model, optimizer, ids):
     optimizer.step()
 
 
-def compare_wall_and_cpu(benchmark: str, ours, peer, *, warmup: int = 1, **kw) -> list[dict]:
-    """`compare` (wall-clock time) plus a row with the process CPU time of the same runs.
+def compare_wall_and_cpu(
+    benchmark: str, cpu_benchmark: str, ours, peer, *, warmup: int = 1, **kw
+) -> list[dict]:
+    """`compare` (wall-clock time) plus a row named `cpu_benchmark` with the process CPU time of
+    the same runs. Neither name may contain the other (records.benchmark matches substrings).
 
     On a machine shared with other jobs, waiting for a core inflates wall-clock times at random;
     CPU time counts only the work (page faults included), so its ratio is the steadier one.
     """
+    if benchmark in cpu_benchmark or cpu_benchmark in benchmark:
+        raise ValueError(f"{cpu_benchmark!r} and {benchmark!r}: one name contains the other")
     cpu = {"ours": [], "peer": []}
 
     def timed(key, fn):
@@ -60,7 +65,7 @@ def compare_wall_and_cpu(benchmark: str, ours, peer, *, warmup: int = 1, **kw) -
     return [
         wall,
         row(
-            benchmark,
+            cpu_benchmark,
             ours_name=wall["ours_name"],
             peer_name=wall["peer_name"],
             metric="cpu time",
@@ -87,6 +92,7 @@ def _train_rows(preset: str, batch: int, seq: int, repeats: int) -> list[dict]:
     opt_hf = torch.optim.AdamW(hf.parameters(), lr=1e-4)
     return compare_wall_and_cpu(
         f"model train step ({preset} preset, {batch}x{seq} tokens)",
+        f"model train step, CPU time ({preset} preset, {batch}x{seq} tokens)",
         lambda: _train_step(ours, opt_ours, ids),
         lambda: _train_step(hf, opt_hf, ids),
         peer_name="transformers Qwen3ForCausalLM",

@@ -106,6 +106,7 @@ def _run(quick: bool) -> list[dict]:
         for ours_name, module in variants:
             rows += compare_wall_and_cpu(
                 f"moe fwd+bwd, {name}",
+                f"moe fwd+bwd CPU time, {name}",
                 _fwd_bwd(module, x),
                 _fwd_bwd(grouped, x),
                 ours_name=ours_name,
