@@ -116,7 +116,8 @@ def grouped_mm_expert_forward(
     gate_up_proj: torch.Tensor,
     down_proj: torch.Tensor,
 ) -> torch.Tensor:
-    """`grouped_expert_forward` with one grouped GEMM per projection instead of a loop over experts.
+    """`grouped_expert_forward` with two grouped GEMMs (gate and up together, then down) instead of
+    a loop over experts.
 
     x: (tokens, hidden); routing_weights, selected_experts: (tokens, k); the experts' weights
     stacked as transformers 5 holds them: gate_up_proj (num_experts, 2*intermediate, hidden),
