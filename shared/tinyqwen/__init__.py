@@ -4,6 +4,7 @@ Modules:
 
 - `tinyqwen.checks`: Exercise checks that test the learner's code, and only that.
 - `tinyqwen.course`: Course tooling for authors and instructors.
+- `tinyqwen.generate`: Write with a trained TinyQwen: ``python -m tinyqwen.generate RUN_OR_CHECKPOINT --prompt "..."``.
 - `tinyqwen.grading`: Grade untrusted submissions: ``python -m tinyqwen.course grade SUBMISSIONS --source notebooks``.
 - `tinyqwen.records`: Recorded results: what a chapter shows that its profile cannot measure live.
 - `tinyqwen.runtime`: Runtime profiles let one notebook run everywhere.
