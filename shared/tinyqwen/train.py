@@ -789,8 +789,8 @@ def run_record(run: _Run) -> dict:
             "command": " ".join(["python -m tinyqwen.train", *sys.argv[1:]]) if sys.argv[0].endswith("train.py")
             else f"tinyqwen.train.train({run.cfg!r})",
             "commit": _commit(), "wall_seconds": round(run.elapsed, 1), "torch": torch.__version__,
-            # how busy the machine was (1-minute load average at the end): a shared machine runs slower
-            "load_average": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+            # how busy the machine was at the end (1, 5, 15-minute load averages): a shared one runs slower
+            "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
             "data": run.meta["settings"]["source"],
         },
         "final": evals[-1] if evals else None,
