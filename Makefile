@@ -57,7 +57,7 @@ book-clean:
 # Exported modules keep the notebooks' formatting; the format check covers hand-written code.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check shared tests benchmarks
-	$(VENV)/bin/ruff format --check tests benchmarks shared/tinyqwen/runtime.py shared/tinyqwen/sources.py shared/tinyqwen/course.py
+	$(VENV)/bin/ruff format --check tests benchmarks $(addprefix shared/tinyqwen/,runtime.py sources.py course.py checks.py records.py grading.py generate.py)
 
 clean:
 	rm -rf _build dist .pytest_cache

@@ -111,7 +111,9 @@ def test_a_wrong_path_is_a_clear_error(tmp_path):
 def test_transformers_pipeline_writes_the_same_greedy_text(run):
     transformers = pytest.importorskip("transformers")
     pipe = transformers.pipeline("text-generation", model=str(run / "final"), device="cpu")
-    assert pipe.model.config.eos_token_id == pipe.tokenizer.eos_token_id, "stories end in both models"
+    assert pipe.model.config.eos_token_id == pipe.tokenizer.eos_token_id, (
+        "stories end in both models"
+    )
     theirs = pipe("Once upon a time", max_new_tokens=16, do_sample=False, return_full_text=True)[0][
         "generated_text"
     ]
