@@ -127,7 +127,8 @@ def grouped_mm_expert_forward(
     tokens, k = selected_experts.shape
     flat_experts = selected_experts.reshape(-1)
     order = torch.argsort(flat_experts, stable=True)  # pairs sorted by expert, as before
-    counts = torch.bincount(flat_experts, minlength=gate_up_proj.shape[0])
+    # rows per expert, counted on the device (torch.bincount would copy the largest id to the host)
+    counts = flat_experts.new_zeros(gate_up_proj.shape[0]).scatter_add_(0, flat_experts, torch.ones_like(flat_experts))
     offs = counts.cumsum(0).to(torch.int32)  # offs[e]: the row where expert e's block ends
     token_of_row = order // k
     grouped_x = x.index_select(0, token_of_row)  # (tokens*k, hidden)
