@@ -3,7 +3,8 @@
 The rehearsal runs one training step of the ``t4`` preset's real model and batch shape on this
 CPU (float32: a CPU has no float16 autocast training worth the name) with the trainer's own
 ``train_step``, measures the peak of the bytes allocated (PyTorch's profiler) and checks
-``training_memory`` against it. The float16 prediction for the T4 uses the same accounting with
+``training_memory`` against it (told ``device="cpu"``: the fused loss forms its softmax in smaller
+blocks on a CPU than on a GPU). The float16 prediction for the T4 uses the same accounting with
 2-byte matmul tensors, which tests/test_accel.py checks byte for byte under float16 autocast at a
 small size.
 """
@@ -48,7 +49,7 @@ def test_plan_reads_every_number_from_the_trainer_presets(preset):
         steps=tc.max_steps,
         grad_accum=tc.grad_accum,
         optimizer=tc.optimizer,
-        loss="chunked" if tc.chunked_loss else "logits",
+        loss="chunked" if tc.chunked_loss else "fused",
     )
     spec = gpu_spec(gpu)
     dtype = torch.bfloat16 if spec.bf16 else torch.float16
@@ -60,7 +61,7 @@ def test_plan_reads_every_number_from_the_trainer_presets(preset):
         tc.seq_len,
         tc.optimizer,
         autocast_dtype=dtype,
-        loss="chunked" if tc.chunked_loss else "logits",
+        loss="chunked" if tc.chunked_loss else "fused",
     )
     assert plan["assumed_mfu"] == ASSUMED_MFU["T4" if preset == "t4" else gpu]
     expected_seconds = (
@@ -128,7 +129,8 @@ def rehearse_step(preset: str, seed: int = 0) -> tuple[int, dict, float]:
         tc.batch_size,
         tc.seq_len,
         tc.optimizer,
-        loss="chunked" if tc.chunked_loss else "logits",
+        loss="chunked" if tc.chunked_loss else "fused",
+        device="cpu",
     )
     return before + peak, predicted, seconds
 

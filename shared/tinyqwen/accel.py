@@ -240,17 +240,21 @@ def flops_per_token(config, seq_len: int, *, causal: bool = False, backward: boo
     multiplies: attention projections, the dense MLP or the router plus ``num_experts_per_tok``
     experts, and the lm_head (tied or not; the embedding lookup itself costs no FLOPs). The
     default counts the attention term in full, as for a non-causal model: PaLM's MFU convention
-    (Chowdhery et al. 2022, appendix B), which the course's MFU always uses. See
-    :func:`flops_breakdown`.
+    (Chowdhery et al. 2022, appendix B), which the course's MFU always uses. These are the model's
+    FLOPs, not the kernels': tinyqwen.model's fused lm_head and loss runs exactly 6·vocab·hidden
+    per token, but chapter 9's chunked loss recomputes the logits in backward (8·vocab·hidden),
+    and the extra third is not counted. See :func:`flops_breakdown`.
     """
     return flops_breakdown(config, seq_len, causal=causal, backward=backward)["total"]
 
 # %% ../../notebooks/08_gpu_acceleration.ipynb #c016
 _OPTIMIZERS = ("adamw", "muon", "sgd")
 
-LOSSES = {  # what a cross-entropy over (tokens, vocab) logits holds for its backward pass
-    "logits": "the logits; softmax recomputed in backward (tinyqwen.model's default loss)",
-    "log_softmax": "the float32 log-probabilities (torch.nn.functional.cross_entropy, Hugging Face's Qwen3)",
+LOSSES = {  # the ways the course computes lm_head and cross-entropy, by what they hold for backward
+    "fused": "the logits and a float32 log-normaliser; lm_head and loss one autograd node whose backward forms "
+             "the logits' gradient a block of rows at a time (tinyqwen.model's default, LinearCrossEntropy)",
+    "log_softmax": "the float32 log-probabilities (an nn.Linear lm_head, then torch.nn.functional.cross_entropy: "
+                   "Hugging Face's Qwen3)",
     "chunked": "neither: logits recomputed chunk by chunk (chapter 9; the trainer's chunked_loss=True)",
 }
 
@@ -279,7 +283,7 @@ def optimizer_state_elements(config, optimizer: str = "adamw") -> int:
 
 # %% ../../notebooks/08_gpu_acceleration.ipynb #c016a
 def activation_bytes_per_token(config, seq_len: int, *, param_dtype=torch.float32, autocast_dtype=None,
-                               attention: str = "sdpa", loss: str = "logits") -> dict[str, float]:
+                               attention: str = "sdpa", loss: str = "fused") -> dict[str, float]:
     """Bytes autograd holds for the backward pass, per token, by part of the model.
 
     Counted for Hugging Face's Qwen3 order of operations (chapter 11's model follows it): each
@@ -289,9 +293,11 @@ def activation_bytes_per_token(config, seq_len: int, *, param_dtype=torch.float3
     or for ``"eager"`` the (heads, seq_len) probability matrix per token; SwiGLU its gate, up,
     SiLU and product; a mixture-of-experts layer, per chosen expert, the token's copy, the SwiGLU
     tensors, the weighted output and the routing indices. Keys: layers, head (final norm, lm_head
-    input, int64 token id), loss (what the cross-entropy ``loss``, one of :data:`LOSSES`, holds:
-    the logits, a float32 log-sum-exp, int64 and bool targets; or float32 log-probabilities and
-    int64 targets; or for "chunked" only the log-sum-exp and targets), total.
+    input, int64 token id; the lm_head input is a cast copy under autocast only for "log_softmax"'s
+    nn.Linear: the fused and chunked losses keep the hidden state itself and cast it in backward),
+    loss (what the cross-entropy ``loss``, one of :data:`LOSSES`, holds: "fused": the logits in
+    the matmul dtype, a float32 log-sum-exp, int64 and bool targets; "log_softmax": float32
+    log-probabilities and int64 targets; "chunked": only the log-sum-exp and targets), total.
     """
     if attention not in ("sdpa", "eager"):
         raise ValueError(f"attention must be 'sdpa' or 'eager', got {attention!r}")
@@ -315,25 +321,50 @@ def activation_bytes_per_token(config, seq_len: int, *, param_dtype=torch.float3
                         + s + 24))                         # output, gate weight, int64 indices
     n_moe = len(m.moe_layers)
     layers = m.layers * (2 * norm + attn_in + qk_norm + attn) + (m.layers - n_moe) * dense + n_moe * moe
-    cast_head = amp and loss != "chunked"                  # the chunked loss casts block by block
+    cast_head = amp and loss == "log_softmax"             # only an nn.Linear lm_head saves a cast input
     head = norm + (d * s if cast_head else d * p) + 8     # final norm, lm_head input, int64 token id
-    held = {"logits": s * m.vocab + 4 + 8 + 1, "log_softmax": 4 * m.vocab + 8, "chunked": 4 + 8}[loss]
+    held = {"fused": s * m.vocab + 4 + 8 + 1, "log_softmax": 4 * m.vocab + 8, "chunked": 4 + 8}[loss]
     return {"layers": float(layers), "head": float(head), "loss": float(held), "total": float(layers + head + held)}
+
+# %% ../../notebooks/08_gpu_acceleration.ipynb #c016q
+def _fused_loss_peak(m: ModelDims, tokens: int, p: int, s: int, cpu: bool) -> int:
+    """Bytes the backward pass of tinyqwen.model's LinearCrossEntropy allocates at its peak.
+
+    m: the model's sizes; tokens: rows of logits; p, s: bytes per number of the parameters and of
+    the matmuls (s < p under autocast); cpu: blocks of 2**20 logits and promoted copies (a CPU) or
+    blocks of 2**24 logits (a GPU). Counts the casts of the lm_head's input and weight, the hidden
+    and weight gradients and the largest moment of the block loop, or of the final casts back.
+    """
+    d, vocab = m.hidden, m.vocab
+    rows = max(1, (2**20 if cpu else 2**24) // vocab)       # rows per block, as tinyqwen.model picks
+    first, second = min(tokens, rows), min(rows, max(tokens - rows, 0))  # the two largest blocks in a row
+    new = 8 if s < 4 and cpu else 4                         # bytes per logit as a block's softmax is formed
+    blocks = vocab * max(new * first,                       # the first block
+                         s * first + new * second,          # the next one, the previous still referenced
+                         (4 + s) * first if s < 4 else 0)   # a float32 block and its 16-bit cast
+    casts_back = (tokens * d * p if s != p else 0) + (vocab * d * p if p != 4 else 0)
+    last = (tokens - 1) % rows + 1                          # the last block, referenced until the end
+    end = casts_back + s * vocab * last if casts_back else 0
+    inputs = (tokens + vocab) * d * s if s != p else 0      # the lm_head's input and weight, cast
+    return inputs + tokens * d * s + vocab * d * 4 + max(blocks, end)
 
 # %% ../../notebooks/08_gpu_acceleration.ipynb #c016b
 def training_memory(config, batch: int, seq_len: int, optimizer: str = "adamw", *,
                     param_dtype: torch.dtype = torch.float32, autocast_dtype: torch.dtype | None = None,
-                    attention: str = "sdpa", loss: str = "logits", chunk_size: int = 1024) -> dict[str, int]:
+                    attention: str = "sdpa", loss: str = "fused", chunk_size: int = 1024,
+                    device="cuda") -> dict[str, int]:
     """Bytes a training step on one (batch, seq_len) micro-batch holds at its peak, by kind.
 
     parameters, gradients (dtype of the parameters), optimizer (see :func:`optimizer_state_elements`),
-    activations (held for backward, see :func:`activation_bytes_per_token`, plus the RoPE tables),
-    weight_casts (under autocast, a low-precision copy of every matmul weight, held for backward),
-    logits (what the ``loss`` allocates at its peak beyond what it holds: "logits": the logits'
-    gradient, and for 16-bit logits a float32 copy of them and their float32 softmax, all rows at
-    once as on a GPU; "log_softmax": the float32 gradients of the log-probabilities and of the
-    logits; "chunked": three float32 (chunk_size, vocab) blocks, and the lm_head weight cast under
-    autocast), total.
+    activations (held for backward, see :func:`activation_bytes_per_token`, plus the RoPE tables in
+    the parameters' dtype),
+    weight_casts (under autocast, the low-precision copy of each matmul weight an nn.Linear holds for
+    backward; the lm_head's only with "log_softmax"), logits (what the ``loss`` allocates at its peak
+    beyond what it holds: "fused": the lm_head's casts, the hidden and weight gradients and the
+    softmax blocks of its backward, see ``_fused_loss_peak``; "log_softmax": the float32 gradients of
+    the log-probabilities and of the logits; "chunked": three float32 (chunk_size, vocab) blocks, and
+    the lm_head weight cast under autocast), total. ``device`` ("cuda", "cpu", "mps" or a
+    torch.device) sets only the fused loss's blocks; the default plans for a GPU.
 
     The peak comes as the backward pass starts: all activations are held and the loss forms its
     gradients. Gradients exist then only from the second micro-batch of an accumulation on, so
@@ -343,6 +374,9 @@ def training_memory(config, batch: int, seq_len: int, optimizer: str = "adamw", 
     for name, value in (("batch", batch), ("seq_len", seq_len), ("chunk_size", chunk_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
+    kind = device.type if isinstance(device, torch.device) else str(device).split(":")[0]
+    if kind not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'mps' (or a torch.device), got {device!r}")
     m = model_dims(config)
     c = param_counts(config)
     p = _dtype_bytes(param_dtype)
@@ -352,9 +386,9 @@ def training_memory(config, batch: int, seq_len: int, optimizer: str = "adamw", 
                                            attention=attention, loss=loss)["total"]
     tokens, lm_head = batch * seq_len, m.vocab * m.hidden
     matmul_weights = (m.layers * 2 * m.hidden * (m.heads + m.kv_heads) * m.head_dim + c["mlp"]
-                      + c["router"] + c["experts"] + (0 if loss == "chunked" else lm_head))
+                      + c["router"] + c["experts"] + (lm_head if loss == "log_softmax" else 0))
     transient = {
-        "logits": tokens * m.vocab * (s + (8 if s < 4 else 0)),
+        "fused": _fused_loss_peak(m, tokens, p, s, cpu=kind == "cpu"),
         "log_softmax": tokens * m.vocab * 8,
         "chunked": 12 * min(tokens, chunk_size) * m.vocab + (lm_head * s if amp else 0),
     }[loss]
@@ -362,7 +396,7 @@ def training_memory(config, batch: int, seq_len: int, optimizer: str = "adamw", 
         "parameters": c["total"] * p,
         "gradients": c["total"] * p,
         "optimizer": optimizer_state_elements(config, optimizer) * p,
-        "activations": int(tokens * per_token) + 2 * seq_len * m.head_dim * 4,
+        "activations": int(tokens * per_token) + 2 * seq_len * m.head_dim * p,  # + RoPE cos, sin
         "weight_casts": matmul_weights * s if amp else 0,
         "logits": transient,
     }
@@ -669,7 +703,7 @@ ASSUMED_MFU: dict[str, float] = {"T4": 0.25, "A100": 0.40, "H100": 0.40}
 
 
 def training_plan(config, gpu: str, *, batch_size: int, seq_len: int, steps: int, grad_accum: int = 1,
-                  optimizer: str = "adamw", loss: str = "logits", assumed_mfu: float | None = None) -> dict:
+                  optimizer: str = "adamw", loss: str = "fused", assumed_mfu: float | None = None) -> dict:
     """A training run's needs on a GPU of :data:`GPU_SPECS`: memory, tokens and an estimated time.
 
     Trains in the dtype :func:`autocast_for` picks there (bf16 from Ampere, else fp16) on
