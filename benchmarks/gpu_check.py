@@ -162,7 +162,8 @@ def run_preset(
         cfg.seq_len,
         cfg.optimizer,
         autocast_dtype=autocast.dtype if autocast.enabled else None,
-        loss="chunked" if cfg.chunked_loss else "logits",
+        loss="chunked" if cfg.chunked_loss else "fused",
+        device=device.type,
     )["total"]
     k = max(1, len(losses) // 5)
     return {
@@ -326,7 +327,8 @@ def main(argv=None) -> int:
             cfg.seq_len,
             cfg.optimizer,
             autocast_dtype=amp.dtype if amp.enabled else None,
-            loss="chunked" if cfg.chunked_loss else "logits",
+            loss="chunked" if cfg.chunked_loss else "fused",
+            device=device.type,
         )["total"]
         if memory is not None and need > 0.9 * memory:
             result["skipped"][preset] = (

@@ -223,7 +223,7 @@ def test_t4_preset_fits_a_16gb_t4_and_an_hour():
         seq_len=t4.seq_len,
         steps=t4.max_steps,
         grad_accum=t4.grad_accum,
-        loss="chunked" if t4.chunked_loss else "logits",
+        loss="chunked" if t4.chunked_loss else "fused",
     )
     assert plan["memory"]["total"] < 14e9, (
         f"t4 needs {plan['memory']['total'] / 1e9:.1f} GB of a T4's 16 GB (leave room for the CUDA context)"
