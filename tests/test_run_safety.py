@@ -222,6 +222,22 @@ def test_resume_refuses_changes_that_would_train_another_run(tmp_path, data_dir,
         )
 
 
+def test_resume_with_other_data_is_refused_before_the_data_is_touched(tmp_path):
+    """A resume that names another source must not rebuild the run's token files first."""
+    out = tmp_path / "run"
+    T.train(T.train_config("ci", out_dir=str(out), **{**SMALL, "max_steps": 2, "ckpt_every": 1}))
+    meta = (out / "data" / "meta.json").read_bytes()
+    story = tmp_path / "other.txt"
+    story.write_text("Once upon a time a cat sat on a mat.\n\n" * 400)
+    with pytest.raises(ValueError, match=r"cannot resume(.|\n)*data: "):
+        T.train(
+            T.train_config(
+                "ci", out_dir=str(out), data=str(story), resume=True, **{**SMALL, "max_steps": 4}
+            )
+        )
+    assert (out / "data" / "meta.json").read_bytes() == meta, "the run's data was rebuilt"
+
+
 def _syncs(monkeypatch, cfg) -> int:
     """Host synchronisations during train(cfg): every way a tensor's value reaches Python."""
     count = [0]
@@ -305,12 +321,13 @@ def _latest_step(run: Path) -> int:
         return -1
 
 
-def _kill_when(proc, ready, rng, timeout=120.0) -> bool:
-    """SIGKILL `proc` a random moment (up to 0.4 s) after `ready()` holds; False if it ended first."""
+def _kill_when(proc, ready, rng, timeout=120.0, delay=0.03) -> bool:
+    """SIGKILL `proc` a random moment (up to `delay` s) after `ready()` holds; False if it ended
+    first. The delay is short so that a fast machine cannot finish the run in it."""
     deadline = time.time() + timeout
     while proc.poll() is None and not ready() and time.time() < deadline:
-        time.sleep(0.01)
-    time.sleep(rng.uniform(0.0, 0.4))
+        time.sleep(0.005)
+    time.sleep(rng.uniform(0.0, delay))
     if proc.poll() is not None:
         return False
     proc.send_signal(signal.SIGKILL)
@@ -322,7 +339,7 @@ def test_sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run(tmp_
     """Kill -9 again and again: once while the run prepares its own data, then at random moments
     after it made progress (it saves a checkpoint every step, so most kills land in checkpoint
     writing and pruning); resume each time; the result equals an uninterrupted run."""
-    steps = ["max_steps=16", "ckpt_every=1", "eval_every=8", "keep_checkpoints=2"]
+    steps = ["max_steps=24", "ckpt_every=1", "eval_every=8", "keep_checkpoints=2"]
     subprocess.run(
         _cli(tmp_path / "straight", "--set", *steps), check=True, env=ENV, capture_output=True
     )
@@ -338,12 +355,12 @@ def test_sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run(tmp_
         )
 
     kills += _kill_when(
-        start(False), lambda: (run / "data").exists(), rng
+        start(False), lambda: (run / "data").exists(), rng, delay=0.4
     )  # during data preparation
     for _ in range(6):
         before = _latest_step(run)
-        proc = start(True)
-        if not _kill_when(proc, lambda b=before: _latest_step(run) > b, rng):
+        proc, ahead = start(True), rng.randint(1, 2)  # kill after one or two new checkpoints
+        if not _kill_when(proc, lambda b=before + ahead - 1: _latest_step(run) > b, rng):
             assert proc.returncode == 0, proc.stderr.read()[-3000:]
             break
         kills += 1

@@ -650,6 +650,14 @@ def _event(run: _Run, kind: str, **info) -> None:
             f.write(json.dumps(line) + "\n")
 
 
+def _refuse_another_run(cfg: TrainConfig) -> None:
+    """With --resume, refuse settings that would train another run before anything is prepared
+    (a different --data would otherwise rebuild the run's token files first)."""
+    ckpt = find_checkpoint(Path(cfg.out_dir), say=lambda *msg: None) if cfg.resume else None
+    if ckpt is not None:
+        resume_changes(saved_train_config(ckpt), cfg)
+
+
 def _resume(run: _Run) -> None:
     """Continue from the newest intact checkpoint, if asked to and one exists."""
     ckpt = find_checkpoint(run.out_dir, say=run.say) if run.cfg.resume else None
@@ -841,6 +849,7 @@ def train(cfg: TrainConfig) -> dict:
             Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
             lock = acquire_run_lock(Path(cfg.out_dir))
             claim_out_dir(cfg)
+            _refuse_another_run(cfg)  # before the data folder is touched
             data_dir = prepare_data(cfg, vocab_size)
         if world > 1:
             dist.barrier()
