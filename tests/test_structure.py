@@ -54,3 +54,17 @@ def test_structure_check_catches_a_wrong_badge():
     nb = copy.deepcopy(read_nb(TEMPLATE))
     nb.cells[0].source = nb.cells[0].source.replace("/blob/student/", "/blob/main/")
     assert any("badge" in p for p in notebook_problems(nb, TEMPLATE.name, URL, BRANCH))
+
+
+@pytest.mark.parametrize(
+    "prose, expected",
+    [
+        ("so that\n$$a +\nb$$\nholds", "opens mid-paragraph"),
+        ("so that\n\n$$a\n+ b$$\n\nholds", "starts like a list item"),
+    ],
+    ids=["mid-paragraph", "list item"],
+)
+def test_structure_check_catches_display_math_that_renders_as_raw_tex(prose, expected):
+    nb = copy.deepcopy(read_nb(TEMPLATE))
+    nb.cells[1].source += "\n\n" + prose
+    assert any(expected in p for p in notebook_problems(nb, TEMPLATE.name, URL, BRANCH))

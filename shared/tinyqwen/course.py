@@ -172,19 +172,26 @@ def notebook_problems(nb, name: str, repo_url: str, branch: str) -> list[str]:
 
 
 def broken_display_math(nb) -> list[str]:
-    """Lines inside a $$ ... $$ block that Markdown reads as a list item ('+ x', '- x', '1. x'):
-    the formula is then cut in two and shows as raw TeX."""
+    """Display math that shows as raw TeX: a line inside a $$ ... $$ block that Markdown reads
+    as a list item ('+ x', '- x', '1. x'), which cuts the formula in two, or a block that opens
+    mid-paragraph and spans lines, which MyST leaves as text."""
     out = []
     for i, cell in enumerate(nb.cells):
         if cell.cell_type != "markdown":
             continue
-        inside = False
+        inside, previous = False, ""
         for line in cell.source.splitlines():
             if inside and re.match(r"^\s*([-+*]|\d+[.)])\s", line):
                 out.append(
                     f"cell {i}: a line of display math starts like a list item: {line.strip()[:50]!r}"
                 )
+            if not inside and line.count("$$") % 2 == 1 and previous.strip():
+                out.append(
+                    f"cell {i}: display math opens mid-paragraph (put a blank line before it): "
+                    f"{line.strip()[:50]!r}"
+                )
             inside ^= line.count("$$") % 2 == 1
+            previous = line
     return out
 
 
