@@ -22,6 +22,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -169,13 +170,21 @@ def run_notebook(path: Path, profile: str, *, rehearse: bool, timeout: int) -> d
     from tinyqwen.runtime import REHEARSAL_ENV
 
     nb = nbformat.read(path, as_version=4)
-    log = Path(tempfile.mkdtemp()) / "rehearsal.jsonl"
+    scratch = Path(tempfile.mkdtemp(prefix="tinyqwen-times-"))
+    log = scratch / "rehearsal.jsonl"
     if rehearse:
         os.environ[REHEARSAL_ENV] = str(log)
-    try:
-        seconds = execute(nb, path.parent, profile=profile, timeout=timeout, allow_errors=rehearse)
+    try:  # in an empty folder: a first run, never one that resumes what an earlier run left
+        (scratch / "cwd").mkdir()
+        seconds = execute(
+            nb, scratch / "cwd", profile=profile, timeout=timeout, allow_errors=rehearse
+        )
+        records = (
+            [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+        )
     finally:
         os.environ.pop(REHEARSAL_ENV, None)
+        shutil.rmtree(scratch, ignore_errors=True)
     errors = [
         i
         for i, c in enumerate(nb.cells)
@@ -183,9 +192,6 @@ def run_notebook(path: Path, profile: str, *, rehearse: bool, timeout: int) -> d
         and any(o.get("output_type") == "error" for o in c.get("outputs", []))
     ]
     if rehearse:
-        records = (
-            [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-        )
         return {
             **estimate_notebook(nb, records),
             "rehearsal_wall_seconds": seconds,
@@ -248,6 +254,7 @@ def main(argv=None) -> int:
             "commit": _commit(),
             "machine": machine(),
             "budget_seconds": BUDGET_SECONDS,
+            "working_folder": "a fresh empty folder per chapter (a first run: nothing to resume)",
         }
     )
     if estimate:

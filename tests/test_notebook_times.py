@@ -71,6 +71,24 @@ def test_the_tool_times_a_notebook_and_names_its_slowest_cells(tmp_path):
     )
 
 
+def test_each_chapter_runs_in_a_fresh_folder_as_a_first_run(tmp_path):
+    """A chapter that keeps its run folder (chapter 11 part 2) must not resume an earlier one."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "from pathlib import Path\n"
+            "assert not Path('runs').exists(), 'resumed an earlier run'\n"
+            "Path('runs').mkdir()"
+        )
+    ]
+    path = tmp_path / "chapter.ipynb"
+    nbformat.write(nb, path)
+    for _ in range(2):
+        entry = nt.run_notebook(path, "ci", rehearse=False, timeout=60)
+        assert entry["cells_with_errors"] == []
+    assert not (tmp_path / "runs").exists()
+
+
 def _rec(desc, total, depth, flops, ops=0, runs=2, seconds=0.1):
     return {
         "desc": desc,
