@@ -51,9 +51,20 @@ def machine() -> dict:
 def markdown(result: dict) -> str:
     m = result["machine"]
     lines = [
-        f"Measured {result['date']} on {m.get('cpu_model', m['processor'])} ({m['cpus']} CPUs"
+        f"Last run {result['date']} on {m.get('cpu_model', m['processor'])} ({m['cpus']} CPUs"
         + (f", GPU {m['gpu']}" if m["gpu"] else ", no GPU")
         + f"), Python {m['python']}, PyTorch {m['torch']}; `{result['command']}`.",
+        "",
+    ]
+    modules = result.get("modules", {})
+    if len({(meta.get("date"), meta.get("command")) for meta in modules.values()}) > 1:
+        lines += ["The rows come from several runs; each module's rows were measured:", ""]
+        lines += [
+            f"* `{name}`: {meta.get('date')}, `{meta.get('command')}`"
+            + (" (quick sizes)" if meta.get("quick") else "")
+            for name, meta in sorted(modules.items(), key=lambda kv: kv[1].get("date", ""))
+        ]
+    lines += [
         "",
         "| benchmark | metric | ours | peer | ours (median) | peer (median) | ratio ours/peer |",
         "|---|---|---|---|---|---|---|",
