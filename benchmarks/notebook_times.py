@@ -270,6 +270,9 @@ def main(argv=None) -> int:
             f"== {path.name} ({args.profile}{', estimating a T4' if estimate else ''})", flush=True
         )
         entry = run_notebook(path.resolve(), args.profile, rehearse=estimate, timeout=args.timeout)
+        entry.update(
+            date=record["date"], commit=record["commit"]
+        )  # a partial run updates some chapters
         record["notebooks"][path.stem] = entry
         print(
             f"   {entry['seconds']:.0f} s ({time.perf_counter() - began:.0f} s here)"
