@@ -237,6 +237,11 @@ def main(argv=None) -> int:
     record = (
         json.loads(target.read_text()) if args.notebooks and target.exists() else {"notebooks": {}}
     )
+    for entry in record[
+        "notebooks"
+    ].values():  # chapters this run leaves alone keep their provenance
+        entry.setdefault("date", record.get("date"))
+        entry.setdefault("commit", record.get("commit"))
     record.update(
         {
             "profile": args.profile,
