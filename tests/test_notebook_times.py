@@ -120,3 +120,23 @@ def test_tiny_steps_are_bounded_by_launch_overhead_not_flops():
     assert loop["estimated_gpu_seconds"] == pytest.approx(
         1000 * 50 * nt.T4_ASSUMED["seconds_per_op"]
     )
+
+
+def test_chapter_11_part_2s_training_counts_the_time_the_chapter_states():
+    from tinyqwen.train import preset_plan
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("train(cfg)")
+    cell.metadata["execution"] = {
+        "iopub.execute_input": "2026-12-02T00:00:00Z",
+        "shell.execute_reply": "2026-12-02T00:00:10Z",
+    }
+    nb.cells = [cell]
+    loop = {**_rec("training", 5000, 1, flops=1e15), "finished": cell_end(cell)}
+    estimate = nt.estimate_notebook(nb, [loop], nt.stated_seconds("11_train_on_gpu"))
+    assert estimate["gpu_stage_seconds"] == pytest.approx(preset_plan("t4", "T4")["seconds"])
+    assert nt.estimate_notebook(nb, [loop])["gpu_stage_seconds"] > estimate["gpu_stage_seconds"]
+
+
+def cell_end(cell) -> float:
+    return nt.cell_window(cell)[1]
