@@ -135,10 +135,16 @@ def main(argv=None) -> int:
     if previous:  # a partial run: keep the rows and provenance of the modules it did not run
         # rows from before modules were named keep the provenance of the run that made them
         legacy = f"unnamed ({previous.get('date', 'unknown date')})"
+        # and are superseded by this run's rows of the same kind (the same first word: "norm ...")
+        fresh = {r["benchmark"].split()[0] for r in result["rows"]}
         kept = [
             r if "module" in r else {**r, "module": legacy}
             for r in previous.get("rows", [])
             if r.get("module") not in names
+            and not (
+                str(r.get("module", "unnamed")).startswith("unnamed")
+                and r["benchmark"].split()[0] in fresh
+            )
         ]
         if any(r["module"] == legacy for r in kept):
             previous.setdefault("modules", {})[legacy] = {
@@ -146,7 +152,8 @@ def main(argv=None) -> int:
             }
         result["rows"] = kept + result["rows"]
         for name, meta in previous.get("modules", {}).items():
-            result["modules"].setdefault(name, meta)
+            if any(r["module"] == name for r in kept):
+                result["modules"].setdefault(name, meta)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=1))
     args.out.with_suffix(".md").write_text(markdown(result))

@@ -55,3 +55,39 @@ def test_a_table_gathered_from_several_runs_names_each_modules_run():
     assert "* `moe`: 2026-12-02 01:06 UTC, `python -m benchmarks.run --only moe`" in text
     one_run = {**result, "modules": {k: result["modules"]["moe"] for k in ("moe", "norm")}}
     assert "several runs" not in markdown(one_run)
+
+
+def test_a_partial_run_replaces_its_modules_rows_and_the_unnamed_ones_of_the_same_kind(
+    tmp_path, monkeypatch
+):
+    import json
+    import sys
+    import types
+
+    from benchmarks import run
+
+    old = {
+        "date": "2026-11-29 21:51 UTC",
+        "command": "python -m benchmarks.run --quick",
+        "quick": True,
+        "machine": MACHINE,
+        "rows": [
+            {**_row("norm"), "benchmark": "norm forward 4096x1024"},
+            {**_row("x"), "benchmark": "optim: AdamW step"},
+        ],
+        "errors": {},
+    }
+    for r in old["rows"]:
+        del r["module"]  # written before rows named their module
+    (tmp_path / "latest.json").write_text(json.dumps(old))
+    fake = types.ModuleType("benchmarks.bench_norm")
+    fake.run = lambda quick: [{**_row("norm"), "benchmark": "norm forward 16384x2048"}]
+    monkeypatch.setitem(sys.modules, "benchmarks.bench_norm", fake)
+    monkeypatch.setattr(run, "machine", lambda: MACHINE)
+    run.main(["--only", "norm", "--out", str(tmp_path / "latest")])
+    result = json.loads((tmp_path / "latest.json").read_text())
+    assert sorted(r["benchmark"] for r in result["rows"]) == [
+        "norm forward 16384x2048",
+        "optim: AdamW step",
+    ]
+    assert set(result["modules"]) == {"norm", "unnamed (2026-11-29 21:51 UTC)"}
