@@ -49,3 +49,22 @@ def test_a_recorded_run_says_where_when_and_how(path):
     assert record["final"]["val_loss"] < record["unigram_entropy"], (
         "the run did not learn beyond unigram statistics"
     )
+
+
+def test_a_benchmark_is_found_by_the_start_of_its_name(tmp_path, monkeypatch):
+    """'model train step (cpu preset' must not also find 'norm choice: model train step (cpu preset'."""
+    from tinyqwen import records
+
+    rows = [
+        {"benchmark": name, "ours_name": "ours", "peer_name": "peer", "metric": "time", "module": m}
+        for name, m in (
+            ("model train step (cpu preset, 8x256 tokens)", "model"),
+            ("norm choice: model train step (cpu preset, 8x256 tokens)", "norm"),
+        )
+    ]
+    (tmp_path / "latest.json").write_text(json.dumps({"rows": rows, "date": "d", "command": "c"}))
+    monkeypatch.setattr(records, "results_dir", lambda: tmp_path)
+    assert records.benchmark("model train step (cpu preset")["module"] == "model"
+    assert records.benchmark("norm choice")["module"] == "norm"
+    with pytest.raises(ValueError, match="0 recorded benchmark rows"):
+        records.benchmark("train step")

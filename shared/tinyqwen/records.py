@@ -55,14 +55,14 @@ def provenance(record: dict) -> str:
 def benchmark(
     benchmark: str, *, ours: str | None = None, peer: str | None = None, metric: str | None = None
 ) -> dict:
-    """The row of ``latest.json`` whose benchmark name contains ``benchmark`` (and whose
+    """The row of ``latest.json`` whose benchmark name starts with ``benchmark`` (and whose
     ours_name / peer_name / metric contain ``ours`` / ``peer`` / ``metric``); ValueError unless
     exactly one matches."""
     record = load("latest.json") or {"rows": []}
     rows = [
         r
         for r in record["rows"]
-        if benchmark in r["benchmark"]
+        if r["benchmark"].startswith(benchmark)
         and (ours is None or ours in r["ours_name"])
         and (peer is None or peer in r["peer_name"])
         and (metric is None or metric in r["metric"])
