@@ -95,7 +95,12 @@ def chapter_time(chapter: str, profile: str) -> str:
         if entry is None:
             text = f"{name}: not measured yet"
         else:
-            kind = "estimated" if record.get("kind") == "estimate" else "measured"
-            text = f"{name}: {format_seconds(entry['seconds'])} ({kind} on {record.get('device', '?')}, {record.get('date', '?')[:10]})"
+            when = (entry.get("date") or record.get("date") or "?")[:10]
+            where = (  # make notebook-times estimates only a Colab T4 (benchmarks/notebook_times.py)
+                "estimated for a Colab T4"
+                if record.get("kind") == "estimate"
+                else f"measured on {record.get('device', '?')}"
+            )
+            text = f"{name}: {format_seconds(entry['seconds'])} ({where}, {when})"
         parts.append(f"[{text}]" if name == profile else text)
     return f"Time to run this chapter (yours in brackets): {'; '.join(parts)}"
