@@ -1,5 +1,23 @@
 """Chapter 11 part 2's exercises against a wrapper around the finished trainer and plausible wrong answers."""
 
+# Exercise 4's wrong answers: the chapter's bigram entropy with one slot changed.
+_BIGRAM = """
+def bigram_entropy(tokens):
+    ids = torch.as_tensor(tokens).long()
+    prev, nxt = {prev}, {nxt}
+    width = int(ids.max()) + 1
+    joint = torch.bincount(prev * width + nxt, minlength=width * width).{dtype}().view(width, width)
+    rows = joint.sum(dim=1, keepdim=True).expand_as(joint)
+    seen = joint > 0
+    return float(-(joint[seen] * (joint[seen] / rows[seen]).{log}()).sum() / ({n_pairs}))
+"""
+
+
+def _bigram(**changed) -> str:
+    slots = dict(prev="ids[:-1]", nxt="ids[1:]", dtype="double", log="log", n_pairs="len(ids) - 1")
+    return _BIGRAM.format(**{**slots, **changed})
+
+
 VARIANTS = {
     "ch11t-ex1-loss-scale": {
         "wrapper": """
@@ -256,34 +274,11 @@ def bigram_entropy(tokens):
     p = counts[counts > 0] / counts.sum()
     return float(-(p * p.log()).sum())
 """,
-            "bits, not nats": """
-def bigram_entropy(tokens):
-    ids = torch.as_tensor(tokens).long()
-    width = int(ids.max()) + 1
-    joint = torch.bincount(ids[:-1] * width + ids[1:], minlength=width * width).double().view(width, width)
-    rows = joint.sum(dim=1, keepdim=True).expand_as(joint)
-    seen = joint > 0
-    return float(-(joint[seen] * (joint[seen] / rows[seen]).log2()).sum() / (len(ids) - 1))
-""",
-            "pairs wrap around from the last token to the first": """
-def bigram_entropy(tokens):
-    ids = torch.as_tensor(tokens).long()
-    prev, nxt = ids, torch.roll(ids, -1)
-    width = int(ids.max()) + 1
-    joint = torch.bincount(prev * width + nxt, minlength=width * width).double().view(width, width)
-    rows = joint.sum(dim=1, keepdim=True).expand_as(joint)
-    seen = joint > 0
-    return float(-(joint[seen] * (joint[seen] / rows[seen]).log()).sum() / len(ids))
-""",
-            "computed in float32": """
-def bigram_entropy(tokens):
-    ids = torch.as_tensor(tokens).long()
-    width = int(ids.max()) + 1
-    joint = torch.bincount(ids[:-1] * width + ids[1:], minlength=width * width).float().view(width, width)
-    rows = joint.sum(dim=1, keepdim=True).expand_as(joint)
-    seen = joint > 0
-    return float(-(joint[seen] * (joint[seen] / rows[seen]).log()).sum() / (len(ids) - 1))
-""",
+            "bits, not nats": _bigram(log="log2"),
+            "pairs wrap around from the last token to the first": _bigram(
+                prev="ids", nxt="torch.roll(ids, -1)", n_pairs="len(ids)"
+            ),
+            "computed in float32": _bigram(dtype="float"),
         },
     },
 }
