@@ -264,9 +264,8 @@ def main(argv=None) -> int:
     record = (
         json.loads(target.read_text()) if args.notebooks and target.exists() else {"notebooks": {}}
     )
-    for entry in record[
-        "notebooks"
-    ].values():  # chapters this run leaves alone keep their provenance
+    # chapters this run leaves alone keep their provenance
+    for entry in record["notebooks"].values():
         entry.setdefault("date", record.get("date"))
         entry.setdefault("commit", record.get("commit"))
     record.update(
@@ -306,9 +305,8 @@ def main(argv=None) -> int:
             f"== {path.name} ({args.profile}{', estimating a T4' if estimate else ''})", flush=True
         )
         entry = run_notebook(path.resolve(), args.profile, rehearse=estimate, timeout=args.timeout)
-        entry.update(
-            date=record["date"], commit=record["commit"]
-        )  # a partial run updates some chapters
+        # each chapter says when and at which commit it was timed (a partial run updates some)
+        entry.update(date=record["date"], commit=record["commit"])
         record["notebooks"][path.stem] = entry
         print(
             f"   {entry['seconds']:.0f} s ({time.perf_counter() - began:.0f} s here)"
