@@ -14,10 +14,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tinyqwen.accel import training_plan
 from tinyqwen.data import TokenDataset
 from tinyqwen.model import Qwen3Config
-from tinyqwen.train import save_checkpoint, train, train_config
+from tinyqwen.train import preset_plan, save_checkpoint, train, train_config
 
 SMALL = dict(
     n_docs=600, tokenizer_docs=600, batch_size=8, seq_len=64, eval_batches=2, progress=False
@@ -215,16 +214,7 @@ def test_final_model_loads_in_transformers(tmp_path, data_dir):
 
 def test_t4_preset_fits_a_16gb_t4_and_an_hour():
     """Chapter 8's plan of the t4 preset: memory by its calculator, time at its assumed MFU."""
-    t4 = train_config("t4")
-    plan = training_plan(
-        Qwen3Config.preset(t4.preset),
-        "T4",
-        batch_size=t4.batch_size,
-        seq_len=t4.seq_len,
-        steps=t4.max_steps,
-        grad_accum=t4.grad_accum,
-        loss="chunked" if t4.chunked_loss else "fused",
-    )
+    plan = preset_plan("t4", "T4")
     assert plan["memory"]["total"] < 14e9, (
         f"t4 needs {plan['memory']['total'] / 1e9:.1f} GB of a T4's 16 GB (leave room for the CUDA context)"
     )
